@@ -1,0 +1,7 @@
+"""`python -m gan …` is the `gan` command."""
+
+import sys
+
+from gan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""The `gan` command: data, train, sample, eval.
+
+User mistakes (`GanError`) print one clear line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gan.errors import GanError
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a GAN (the same as `accelerate launch train_gan.py`)")
+    p.add_argument("--config", required=True, help="TOML experiment config, e.g. configs/t2i_shapes.toml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.max_steps=500 (repeatable)")
+    p.add_argument("--resume", default=None,
+                   help="'latest' (newest checkpoint of the run, error if none), 'auto' (latest if any) "
+                        "or a checkpoint-<step> folder")
+    p.add_argument("--max-steps", type=int, default=None, help="shorthand for --set train.max_steps=N")
+    p.add_argument("--max-minutes", type=float, default=None, help="shorthand for --set train.max_minutes=M")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> None:
+    from gan.config import load_config
+    from gan.training.trainer import train
+
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.max_minutes is not None:
+        overrides.append(f"train.max_minutes={args.max_minutes}")
+    cfg = load_config(args.config, overrides)
+    run_dir = train(cfg, resume=args.resume)
+    print(f"run folder: {run_dir}  (sample with: gan sample --checkpoint {run_dir} --prompt \"...\")")
+
+
+def _add_data(sub):
+    p = sub.add_parser("data", help="build the built-in data or check a dataset folder")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    s = dsub.add_parser("shapes", help="write the built-in multimodal 'shapes' dataset")
+    s.add_argument("--out", default="datasets/shapes")
+    s.add_argument("--train", type=int, default=20000, help="number of training samples")
+    s.add_argument("--test", type=int, default=2000, help="number of test samples")
+    s.add_argument("--size", type=int, default=32, help="image side in pixels (32 or 64)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a dataset")
+    s.set_defaults(func=cmd_data_shapes)
+    c = dsub.add_parser("check", help="validate a dataset folder (metadata.jsonl + files)")
+    c.add_argument("path", help="a dataset root with split folders, or one split folder")
+    c.add_argument("--resolution", type=int, default=None, help="also require this image size")
+    c.set_defaults(func=cmd_data_check)
+
+
+def cmd_data_shapes(args) -> None:
+    from gan.data.shapes import write_shapes
+
+    out = Path(args.out)
+    if args.if_missing and (out / "train" / "metadata.jsonl").is_file():
+        print(f"{out} already exists; skipping (delete it to rebuild)")
+        return
+    write_shapes(out, args.train, args.test, size=args.size, seed=args.seed)
+    print(f"wrote {out}")
+
+
+def cmd_data_check(args) -> None:
+    from gan.data.metadata import check_dataset
+
+    problems = check_dataset(args.path, resolution=args.resolution)
+    for line in problems:
+        print(line)
+    if problems:
+        raise GanError(f"{args.path}: {len(problems)} problem(s) found (listed above)")
+    print(f"{args.path}: OK")
+
+
+def _add_sample(sub):
+    p = sub.add_parser("sample", help="generate images from a run folder or exported generator")
+    p.add_argument("--checkpoint", required=True, help="run folder (uses its generator/) or generator folder")
+    p.add_argument("--prompt", action="append", default=[], help="text prompt (repeatable)")
+    p.add_argument("--prompt-file", default=None, help="a text file with one prompt per line")
+    p.add_argument("--num", type=int, default=8, help="images per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truncation", type=float, default=None,
+                   help="resample noise values beyond ±T (truncation trick); default: none")
+    p.add_argument("--out", default="samples/out", help="output folder")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    p.set_defaults(func=cmd_sample)
+
+
+def read_prompt_file(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise GanError(f"--prompt-file {path}: no such file")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise GanError(f"--prompt-file {path}: not a UTF-8 text file") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise GanError(f"--prompt-file {path}: no prompts (one per line; '#' starts a comment)")
+    return prompts
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_sample(args) -> None:
+    from gan.sampling import Sampler, check_prompts, save_samples
+
+    prompts = list(args.prompt) + (read_prompt_file(args.prompt_file) if args.prompt_file else [])
+    check_prompts(prompts)
+    sampler = Sampler.from_pretrained(args.checkpoint, device=_device(args.device))
+    images = sampler.generate(prompts, args.num, seed=args.seed, truncation=args.truncation,
+                              batch_size=args.batch_size)
+    written = save_samples(images, prompts, Path(args.out))
+    print(f"wrote {len(written)} files to {args.out}")
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="measure a generator (attribute accuracy, diversity)")
+    p.add_argument("--checkpoint", required=True, help="run folder or exported generator folder")
+    p.add_argument("--data", required=True, help="reference split folder, e.g. datasets/shapes/test")
+    p.add_argument("--metrics", default="attr", help="comma-separated: attr, diversity")
+    p.add_argument("--num", type=int, default=2000, help="generated images (one per reference caption)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truncation", type=float, default=None)
+    p.add_argument("--out", default=None, help="JSON result file (default: <run>/eval-<metrics>.json)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> None:
+    from gan.evaluation import evaluate, print_table
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    result, path = evaluate(args.checkpoint, args.data, metrics, num=args.num, seed=args.seed,
+                            truncation=args.truncation, out=args.out, device=_device(args.device))
+    print_table(result)
+    print(f"wrote {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gan", description="GAN Workbench: multimodal conditional GANs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_data, _add_train, _add_sample, _add_eval):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Configuration: dataclasses are the single source of truth.
+
+Defaults live here; a TOML file (`configs/*.toml`) overrides them; `--set a.b=c` overrides
+that. Every key is checked: an unknown key or a value of the wrong type is a `GanError`
+naming the key and listing what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gan.errors import GanError
+
+
+@dataclass
+class DataConfig:
+    root: str = "datasets/shapes"  # dataset root holding split folders (train/, test/) with metadata.jsonl
+    train_split: str = "train"  # split folder used for training
+    eval_split: str = "test"  # split folder used for sample prompts and evaluation
+    resolution: int = 32  # images are center-cropped and resized to this (power of two >= 16)
+    num_workers: int = 0  # DataLoader workers; 0 = load in the main process (fine for preloaded data)
+
+
+@dataclass
+class TextConfig:
+    encoder: str = "minilm"  # "minilm" | "learned" | a HuggingFace model id or local path
+    use_tokens: bool = True  # feed word-level token features to the generator's cross-attention
+
+
+@dataclass
+class ModelConfig:
+    z_dim: int = 128  # noise dimension
+    g_channels: int = 64  # generator base width (channels at the output resolution)
+    g_max_channels: int = 256  # generator width cap (at low resolution)
+    d_channels: int = 64  # discriminator base width
+    d_max_channels: int = 256  # discriminator width cap
+    attention_resolutions: list[int] = field(default_factory=lambda: [16])  # where G attends to words
+    spectral_norm: bool = False  # spectral normalisation in D
+
+
+@dataclass
+class LossConfig:
+    kind: str = "hinge"  # "hinge" | "nonsaturating"
+    mismatch_weight: float = 0.5  # weight of the matching-aware term (real image, wrong caption = fake); 0 = off
+    gp: str = "ma_gp"  # gradient penalty on real pairs: "ma_gp" (DF-GAN's) | "r1" | "none"
+    gp_weight: float = 2.0  # MA-GP's k, or R1's gamma/2
+    gp_every: int = 4  # lazy regularisation: apply the penalty every N D steps (scaled by N)
+    diffaugment: str = "translation,cutout"  # DiffAugment policy applied to real and fake; "" = off
+
+
+@dataclass
+class OptimConfig:
+    g_lr: float = 2e-4  # generator Adam learning rate
+    d_lr: float = 4e-4  # discriminator Adam learning rate (TTUR)
+    beta1: float = 0.0
+    beta2: float = 0.9
+    text_lr: float = 2e-4  # learning rate of a trainable (learned) text encoder
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0  # seeds weights, noise, data order and augmentation
+    batch_size: int = 64  # per process
+    grad_accum: int = 1  # gradient accumulation steps (wraps both G and D)
+    max_steps: int = 3000  # optimizer steps (after accumulation)
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and exports when it ends
+    mixed_precision: str = "auto"  # "auto" (bf16 on CPU, no on GPU) | "no" | "bf16" | "fp16"
+    channels_last: bool = True  # NHWC memory format (faster convolutions on CPU with bf16)
+    ema_decay: float = 0.999  # generator EMA decay; 0 = no EMA (export the live generator)
+    log_every: int = 25  # steps between scalar logs
+    sample_every: int = 500  # steps between fixed-prompt sample grids; 0 = never
+    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    checkpoints_total_limit: int = 2  # keep at most this many checkpoint-<step> folders; 0 = all
+    output_dir: str = "runs"  # parent folder of run folders
+    run_name: str = ""  # run folder name; "" = the config's name
+    tracker: str = "tensorboard"  # "tensorboard" | "none"
+    sample_prompts: list[str] = field(default_factory=list)  # fixed prompts for grids; [] = from eval split
+
+
+@dataclass
+class Config:
+    name: str = "t2i"  # experiment name (default run folder name)
+    task: str = "text-to-image"
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+TASKS = ("text-to-image",)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Check `value` against the annotation `typ`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(typ)
+    if origin is list:
+        (item,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise GanError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(typ):
+            try:
+                return _coerce(value, option, key)
+            except GanError:
+                pass
+        raise GanError(f"config key '{key}': {value!r} is not a {typ}")
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool):
+        raise GanError(f"config key '{key}': expected true or false, got {value!r}")
+    if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise GanError(f"config key '{key}': expected an integer, got {value!r}")
+    if not isinstance(value, typ):
+        raise GanError(f"config key '{key}': expected {typ.__name__}, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, values: dict, prefix: str, source: str) -> None:
+    types_ = _field_types(type(obj))
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in types_:
+            valid = ", ".join(f"{prefix}{k}" for k in types_)
+            raise GanError(f"{source}: unknown config key '{dotted}'. Valid keys here: {valid}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise GanError(f"{source}: '{dotted}' is a section; expected a table like [{dotted}]")
+            _apply(current, value, f"{dotted}.", source)
+        else:
+            try:
+                setattr(obj, key, _coerce(value, types_[key], dotted))
+            except GanError as e:
+                raise GanError(f"{source}: {e}") from None
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise GanError(f"--set '{item}': expected KEY=VALUE, e.g. --set train.max_steps=500")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words are strings: --set text.encoder=learned
+    return key.split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the TOML file at `path`, then each `a.b=c` override, all validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise GanError(f"config file not found: {path}")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise GanError(f"{path}: malformed TOML: {e}") from None
+        except UnicodeDecodeError:
+            raise GanError(f"{path}: not a UTF-8 text file") from None
+        _apply(cfg, values, "", str(path))
+    for item in overrides:
+        parts, value = _parse_override(item)
+        nested: Any = value
+        for part in reversed(parts):
+            nested = {part: nested}
+        _apply(cfg, nested, "", f"--set {item}")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks the type system cannot express."""
+    def bad(key: str, expected: str) -> GanError:
+        return GanError(f"config key '{key}': expected {expected}")
+
+    if cfg.task not in TASKS:
+        raise bad("task", f"one of {', '.join(TASKS)}, got {cfg.task!r}")
+    r = cfg.data.resolution
+    if r < 16 or r & (r - 1):
+        raise bad("data.resolution", f"a power of two >= 16, got {r}")
+    if cfg.loss.kind not in ("hinge", "nonsaturating"):
+        raise bad("loss.kind", f"'hinge' or 'nonsaturating', got {cfg.loss.kind!r}")
+    if cfg.loss.gp not in ("ma_gp", "r1", "none"):
+        raise bad("loss.gp", f"'ma_gp', 'r1' or 'none', got {cfg.loss.gp!r}")
+    if cfg.train.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+        raise bad("train.mixed_precision", f"'auto', 'no', 'bf16' or 'fp16', got {cfg.train.mixed_precision!r}")
+    if cfg.train.tracker not in ("tensorboard", "none"):
+        raise bad("train.tracker", f"'tensorboard' or 'none', got {cfg.train.tracker!r}")
+    for key in ("train.batch_size", "train.grad_accum", "train.max_steps", "loss.gp_every"):
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 1:
+            raise bad(key, "a positive integer")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise bad("train.ema_decay", f"a number in [0, 1), got {cfg.train.ema_decay}")
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved config as TOML, saved in every run folder so the run can be reproduced."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    top, sections = [], []
+    for key, v in to_dict(cfg).items():
+        if isinstance(v, dict):
+            sections.append(f"\n[{key}]")
+            sections += [f"{k} = {value(x)}" for k, x in v.items()]
+        else:
+            top.append(f"{key} = {value(v)}")
+    return "\n".join(top + sections) + "\n"

@@ -1,0 +1,79 @@
+"""One discriminator step and one generator step for conditional image GANs.
+
+These wire models to the pure loss functions in `gan.losses`; the trainer only decides when
+to call them, under which gradient-accumulation context, and what to log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gan import losses
+from gan.augment import diff_augment
+
+
+@dataclass
+class Condition:
+    pooled: torch.Tensor  # (B, D) sentence embedding
+    tokens: torch.Tensor | None  # (B, L, Dt) word features, None when G does not attend to words
+    mask: torch.Tensor | None  # (B, L) bool, True = real token
+
+    def detached(self) -> "Condition":
+        return Condition(self.pooled.detach(), None if self.tokens is None else self.tokens.detach(), self.mask)
+
+    def mismatched(self) -> torch.Tensor:
+        # Shift by one: each real image is paired with its neighbour's caption.
+        return self.pooled.roll(1, dims=0)
+
+
+def _augment(x: torch.Tensor, policy: str) -> torch.Tensor:
+    return diff_augment(x, policy) if policy else x
+
+
+def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_weight: float,
+                       gp: str, gp_weight: float, apply_gp: bool, augment: str, autocast):
+    """Loss for D on a batch; returns (loss, stats). `fake` must already be detached.
+
+    Real, fake and mismatched pairs go through D in ONE forward call: DistributedDataParallel
+    expects one forward per backward, and the gradient penalty needs that same graph.
+    """
+    b = real.shape[0]
+    pooled = cond.pooled
+    if apply_gp and gp != "none":
+        real = real.detach().requires_grad_(True)
+        pooled = pooled.detach().requires_grad_(gp == "ma_gp")
+    use_mismatch = mismatch_weight > 0
+    images = [_augment(real, augment), _augment(fake, augment)]
+    conds = [pooled, pooled]
+    if use_mismatch:
+        images.append(images[0])
+        conds.append(cond.mismatched())
+    with autocast():
+        logits = D(torch.cat(images), torch.cat(conds)).float()  # (2B or 3B,)
+    real_logits, fake_logits = logits[:b], logits[b:2 * b]
+    mismatch_logits = logits[2 * b:] if use_mismatch else None
+    d_loss = losses.D_LOSSES[kind](real_logits, fake_logits, mismatch_logits, mismatch_weight)
+    stats = {"loss/d": d_loss.detach(), "d/real": real_logits.detach().mean(),
+             "d/fake": fake_logits.detach().mean()}
+    if mismatch_logits is not None:
+        stats["d/mismatch"] = mismatch_logits.detach().mean()
+    total = d_loss
+    if apply_gp and gp == "ma_gp":
+        penalty = losses.matching_aware_gp(real_logits, real, pooled, k=gp_weight)
+        stats["loss/gp"] = penalty.detach()
+        total = total + penalty
+    elif apply_gp and gp == "r1":
+        penalty = gp_weight * losses.r1_penalty(real_logits, real)
+        stats["loss/gp"] = penalty.detach()
+        total = total + penalty
+    return total, stats
+
+
+def generator_step(D, fake, cond: Condition, *, kind: str, augment: str, autocast):
+    """Loss for G: D (frozen by the caller, and unwrapped from DDP) scores the fakes."""
+    with autocast():
+        logits = D(_augment(fake, augment), cond.pooled).float()
+    g_loss = losses.G_LOSSES[kind](logits)
+    return g_loss, {"loss/g": g_loss.detach()}

@@ -1,0 +1,336 @@
+"""The Accelerate trainer for conditional GANs.
+
+Shape of the run (as in diffusers' training scripts): build → `Accelerator` → `prepare` →
+loop under `accumulate` → checkpoint with `save_state` → export the EMA generator.
+The loss maths lives in `gan.losses` (via `gan.training.steps`); this file only schedules it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from gan.config import Config, to_toml
+from gan.data.dataset import ImageTextDataset
+from gan.encoders import build_text_encoder
+from gan.encoders.cache import cached_text_embeddings
+from gan.errors import GanError
+from gan.models.discriminator import ProjectionDiscriminator
+from gan.models.ema import EMA
+from gan.models.generator import ConditionalGenerator
+from gan.sampling import CONDITION_FILE, Sampler, labelled_grid
+from gan.training import checkpoint as ckpt
+from gan.training.batches import ResumableBatchSampler
+from gan.training.steps import Condition, discriminator_step, generator_step
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16"  # measured ~1.8x faster for these models on CPU
+
+
+def build_models(cfg: Config, cond_dim: int, token_dim: int | None):
+    m, r = cfg.model, cfg.data.resolution
+    G = ConditionalGenerator(
+        resolution=r, z_dim=m.z_dim, cond_dim=cond_dim, token_dim=token_dim,
+        base_channels=m.g_channels, max_channels=m.g_max_channels,
+        attention_resolutions=tuple(m.attention_resolutions) if token_dim else ())
+    D = ProjectionDiscriminator(
+        resolution=r, cond_dim=cond_dim, base_channels=m.d_channels, max_channels=m.d_max_channels,
+        spectral_norm=m.spectral_norm)
+    return G, D
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: str | None = None):
+        self.cfg = cfg
+        t = cfg.train
+        self.run_dir = Path(t.output_dir) / (t.run_name or cfg.name)
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(t.mixed_precision),
+            gradient_accumulation_steps=t.grad_accum,
+            log_with="tensorboard" if t.tracker == "tensorboard" else None,
+            project_dir=str(self.run_dir / "logs"),
+            # No buffers to sync, and D is called outside DDP in the G step (see generator_step).
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        )
+        self.resume_from = ckpt.resolve_resume(self.run_dir, resume)
+        if self.resume_from is None and ckpt.list_checkpoints(self.run_dir):
+            raise GanError(
+                f"{self.run_dir} already holds checkpoints; continue it with --resume latest, or choose "
+                f"another folder with --set train.run_name=NAME (nothing was overwritten)")
+        set_seed(t.seed)
+        self._build()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _build(self):
+        cfg, acc = self.cfg, self.accelerator
+        root = Path(cfg.data.root)
+        split = root / cfg.data.train_split
+        self.dataset = ImageTextDataset(split, cfg.data.resolution)
+        extra = {"texts": self.dataset.texts} if cfg.text.encoder == "learned" else {}
+        self.encoder = build_text_encoder(cfg.text.encoder, **extra)
+        if not self.encoder.trainable:
+            # One process computes the cache; the others then read it.
+            with acc.main_process_first():
+                self.text_cache = cached_text_embeddings(
+                    self.encoder, self.dataset.texts, root / ".cache", progress=acc.is_main_process)
+        token_dim = self.encoder.token_dim if cfg.text.use_tokens else None
+        G, D = build_models(cfg, self.encoder.pooled_dim, token_dim)
+        if cfg.train.channels_last:
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+        o = cfg.optim
+        betas = (o.beta1, o.beta2)
+        d_groups = [{"params": D.parameters(), "lr": o.d_lr}]
+        if self.encoder.trainable:
+            # A learned encoder is trained through D's loss (matched vs mismatched captions);
+            # G sees its output detached, so G cannot shape the condition to fool D.
+            d_groups.append({"params": self.encoder.parameters(), "lr": o.text_lr})
+        opt_g = torch.optim.Adam(G.parameters(), lr=o.g_lr, betas=betas)
+        opt_d = torch.optim.Adam(d_groups, betas=betas)
+        self.ema = EMA(G, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+        if self.encoder.trainable:
+            # Called through its (possibly DDP-wrapped) forward so its gradients are all-reduced.
+            G, D, self.text_model, opt_g, opt_d = acc.prepare(G, D, self.encoder, opt_g, opt_d)
+        else:
+            G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+        self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        if self.ema is not None:
+            self.ema.model.to(acc.device)
+        self.step = 0
+        if self.resume_from is not None:
+            self._load(self.resume_from)
+        self.sampler = ResumableBatchSampler(
+            len(self.dataset), cfg.train.batch_size, acc.num_processes, acc.process_index,
+            seed=cfg.train.seed, start=self.step * cfg.train.grad_accum)
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler,
+                                 num_workers=cfg.data.num_workers, pin_memory=acc.device.type == "cuda")
+        self.sample_prompts = self._sample_prompts()
+
+    def _sample_prompts(self) -> list[str]:
+        if self.cfg.train.sample_prompts:
+            return list(self.cfg.train.sample_prompts)
+        from gan.data.metadata import read_metadata
+        split = Path(self.cfg.data.root) / self.cfg.data.eval_split
+        texts = [r["text"] for r in read_metadata(split)] if split.is_dir() else self.dataset.texts
+        return list(dict.fromkeys(texts))[:8]
+
+    # -- conditions -----------------------------------------------------------------------
+    def _condition(self, index: torch.Tensor) -> Condition:
+        dev = self.accelerator.device
+        if self.encoder.trainable:
+            ids = self.encoder.token_ids([self.dataset.texts[i] for i in index.tolist()])
+            emb = self.text_model(ids.to(dev))
+        else:
+            emb = self.text_cache.lookup(index)
+        if not self.cfg.text.use_tokens:
+            return Condition(emb.pooled.to(dev), None, None)
+        return Condition(emb.pooled.to(dev), emb.tokens.to(dev), emb.mask.to(dev))
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _save(self):
+        acc = self.accelerator
+        final = self.run_dir / f"checkpoint-{self.step}"
+        tmp = ckpt.temp_dir_for(final) if acc.is_main_process else final.with_name(final.name + ".tmp")
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))  # models (safetensors), optimizers, RNG states of every process
+        if acc.is_main_process:
+            state = {"step": self.step, "config_name": self.cfg.name}
+            if self.ema is not None:
+                ema_state = self.ema.state_dict()
+                save_file({k: v.contiguous() for k, v in ema_state.pop("model").items()}, str(tmp / "ema.safetensors"))
+                state["ema"] = ema_state  # decay, warm-up and step of the average
+            ckpt.write_train_state(tmp, state)
+            ckpt.replace_dir(tmp, final)
+            ckpt.prune_checkpoints(self.run_dir, self.cfg.train.checkpoints_total_limit)
+        acc.wait_for_everyone()
+
+    def _load(self, folder: Path):
+        self.accelerator.load_state(str(folder))
+        state = ckpt.read_train_state(folder)
+        self.step = int(state["step"])
+        if self.ema is not None:
+            ema_file = folder / "ema.safetensors"
+            if not ema_file.is_file():
+                raise GanError(f"{folder}: missing ema.safetensors; this checkpoint cannot be resumed with EMA")
+            tensors = load_file(str(ema_file), device=str(self.accelerator.device))
+            self.ema.load_state_dict({**state["ema"], "model": tensors})
+
+    def export(self):
+        """Write generator/: the EMA weights plus what `gan sample` needs to re-create the encoder."""
+        if not self.accelerator.is_main_process:
+            return
+        final = self.run_dir / "generator"
+        tmp = ckpt.temp_dir_for(final)
+        G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
+        G.save_pretrained(tmp)
+        spec = self.encoder.export(tmp)
+        (tmp / CONDITION_FILE).write_text(json.dumps(
+            {"task": self.cfg.task, "text_encoder": spec, "use_tokens": self.cfg.text.use_tokens,
+             "step": self.step, "ema": self.ema is not None}, indent=2))
+        ckpt.replace_dir(tmp, final)
+
+    # -- logging --------------------------------------------------------------------------
+    def _write_grid(self):
+        if not self.accelerator.is_main_process or not self.sample_prompts:
+            return
+        G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
+        sampler = Sampler(G, self.encoder, self.cfg.text.use_tokens, self.accelerator.device)
+        with self.accelerator.autocast():
+            images = sampler.generate(self.sample_prompts, num=8, seed=self.cfg.train.seed)
+        G.train()  # the Sampler switched it to eval; for the live G that matters
+        if self.encoder.trainable:
+            self.encoder.train()
+        grid = labelled_grid(images, self.sample_prompts)
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        grid.save(self.run_dir / "samples" / f"step-{self.step:07d}.png")
+        tracker = self.accelerator.get_tracker("tensorboard", unwrap=True) if self.cfg.train.tracker != "none" else None
+        if tracker is not None:
+            import numpy as np
+            tracker.add_image("samples", np.asarray(grid), self.step, dataformats="HWC")
+
+    def _log(self, stats: dict):
+        acc = self.accelerator
+        values = {k: (v.item() if torch.is_tensor(v) else v) for k, v in stats.items()}
+        acc.log(values, step=self.step)
+        if acc.is_main_process:
+            with open(self.run_dir / "stats.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, "time": round(time.time(), 3), **values}) + "\n")
+
+    @staticmethod
+    def _grad_norm(model) -> float:
+        norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+        return torch.stack(norms).norm().item() if norms else 0.0
+
+    # -- the loop -------------------------------------------------------------------------
+    def train(self) -> Path:
+        cfg, acc, t, l = self.cfg, self.accelerator, self.cfg.train, self.cfg.loss
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.toml").write_text(to_toml(cfg))
+        acc.init_trackers("train", config={k: v for k, v in _flat(cfg).items()})
+        stop = {"signal": None}
+
+        def on_signal(signum, _frame):  # a scheduler pre-empting the job: save, then exit cleanly
+            stop["signal"] = signum
+
+        old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        D_raw = acc.unwrap_model(self.D)
+        autocast = acc.autocast
+        start_time, start_step = time.time(), self.step
+        bar = tqdm(total=t.max_steps, initial=self.step, disable=not acc.is_main_process,
+                   desc="train", dynamic_ncols=True)
+        data = iter(self.loader)
+        last_saved = self.step if self.resume_from else -1
+        stats: dict = {}
+        while self.step < t.max_steps:
+            for _ in range(t.grad_accum):
+                batch = next(data)
+                with acc.accumulate(self.G, self.D):
+                    stats = self._micro_step(batch, D_raw, autocast)
+            self.step += 1
+            if self.ema is not None:
+                self.ema.update(acc.unwrap_model(self.G), self.step)
+            for name, value in (("loss/d", stats["loss/d"]), ("loss/g", stats["loss/g"])):
+                if not torch.isfinite(value):
+                    raise GanError(f"step {self.step}: {name} is {value.item()} (not finite); stopped without "
+                                   f"saving, the last good checkpoint in {self.run_dir} is intact. Try a lower "
+                                   f"learning rate or train.mixed_precision=no")
+            if self.step % t.log_every == 0 or self.step == t.max_steps:
+                steps_per_s = (self.step - start_step) / max(time.time() - start_time, 1e-9)
+                self._log({**stats, "speed/steps_per_s": steps_per_s,
+                           "speed/kimg": self.step * t.batch_size * t.grad_accum * acc.num_processes / 1000})
+            bar.update(1)
+            bar.set_postfix(d=f"{stats['loss/d'].item():.3f}", g=f"{stats['loss/g'].item():.3f}")
+            if t.sample_every and self.step % t.sample_every == 0:
+                self._write_grid()
+            if self.step % t.checkpoint_every == 0:
+                self._save()
+                last_saved = self.step
+            if self._should_stop(stop, start_time):
+                break
+        bar.close()
+        if last_saved != self.step:
+            self._save()
+        self.export()
+        if t.sample_every:
+            self._write_grid()
+        acc.end_training()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if stop["signal"] is not None and acc.is_main_process:
+            print(f"stopped by signal {stop['signal']} at step {self.step}; resume with --resume latest")
+        return self.run_dir
+
+    def _should_stop(self, stop: dict, start_time: float) -> bool:
+        limit = self.cfg.train.max_minutes
+        local = stop["signal"] is not None or (limit > 0 and time.time() - start_time > limit * 60)
+        if self.accelerator.num_processes == 1:
+            return local
+        # Every process must leave the loop at the same step or the next collective hangs.
+        flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def _micro_step(self, batch, D_raw, autocast) -> dict:
+        cfg, acc, l = self.cfg, self.accelerator, self.cfg.loss
+        real = batch["image"].to(acc.device, non_blocking=True)
+        if cfg.train.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        index = batch["index"]
+        cond = self._condition(index)
+        g_cond = cond.detached() if self.encoder.trainable else cond
+        z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
+        with autocast():
+            fake = self.G(z, g_cond.pooled, g_cond.tokens, g_cond.mask)  # (B, 3, R, R)
+
+        self.D.requires_grad_(True)
+        apply_gp = l.gp != "none" and (self.step % l.gp_every == 0)
+        d_loss, stats = discriminator_step(
+            self.D, real, fake.detach(), cond, kind=l.kind, mismatch_weight=l.mismatch_weight, gp=l.gp,
+            gp_weight=l.gp_weight * l.gp_every, apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast)
+        acc.backward(d_loss)
+        log_now = acc.sync_gradients and (self.step + 1) % cfg.train.log_every == 0
+        if log_now:
+            stats["grad_norm/d"] = self._grad_norm(self.D)
+        self.opt_d.step()
+        self.opt_d.zero_grad(set_to_none=True)
+
+        self.D.requires_grad_(False)  # G's loss must not leave gradients in D
+        g_loss, g_stats = generator_step(D_raw, fake, g_cond, kind=l.kind, augment=l.diffaugment,
+                                         autocast=autocast)
+        acc.backward(g_loss)
+        if log_now:
+            g_stats["grad_norm/g"] = self._grad_norm(self.G)
+        self.opt_g.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        return {**stats, **g_stats}
+
+
+def _flat(cfg: Config) -> dict:
+    """Flat scalar view of the config for the tracker's hyper-parameter table."""
+    from gan.config import to_dict
+    out = {}
+    for section, values in to_dict(cfg).items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                out[f"{section}.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+        else:
+            out[section] = values
+    return out
+
+
+def train(cfg: Config, resume: str | None = None) -> Path:
+    return Trainer(cfg, resume=resume).train()

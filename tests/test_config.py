@@ -1,0 +1,79 @@
+import tomllib
+
+import pytest
+
+from gan.config import Config, load_config, to_toml
+from gan.errors import GanError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_then_toml_then_set(tmp_path):
+    path = write(tmp_path, 'name = "x"\n[train]\nmax_steps = 7\nbatch_size = 4\n[loss]\ngp_weight = 3\n')
+    cfg = load_config(path, ["train.max_steps=9", "text.encoder=learned", "model.attention_resolutions=[8, 16]"])
+    assert cfg.name == "x"
+    assert cfg.train.max_steps == 9  # --set wins over the file
+    assert cfg.train.batch_size == 4  # the file wins over the default
+    assert cfg.train.seed == Config().train.seed  # untouched default
+    assert cfg.loss.gp_weight == 3.0 and isinstance(cfg.loss.gp_weight, float)  # int accepted for float
+    assert cfg.text.encoder == "learned"  # a bare word is a string
+    assert cfg.model.attention_resolutions == [8, 16]
+
+
+def test_unknown_key_lists_valid_ones(tmp_path):
+    path = write(tmp_path, "[train]\nmax_step = 7\n")
+    with pytest.raises(GanError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "train.max_step" in msg and "train.max_steps" in msg and str(path) in msg
+
+
+def test_unknown_section_and_set_key():
+    with pytest.raises(GanError, match="unknown config key 'nope'"):
+        load_config(None, ["nope.x=1"])
+    with pytest.raises(GanError, match="unknown config key 'data.reslution'.*data.resolution"):
+        load_config(None, ["data.reslution=64"])
+
+
+def test_wrong_types_are_errors():
+    with pytest.raises(GanError, match="train.max_steps.*integer"):
+        load_config(None, ["train.max_steps=lots"])
+    with pytest.raises(GanError, match="train.channels_last.*true or false"):
+        load_config(None, ["train.channels_last=1"])
+    with pytest.raises(GanError, match="expected KEY=VALUE"):
+        load_config(None, ["train.max_steps"])
+    with pytest.raises(GanError, match="'train' is a section"):
+        load_config(None, ["train=3"])
+
+
+def test_cross_field_validation():
+    with pytest.raises(GanError, match="data.resolution.*power of two"):
+        load_config(None, ["data.resolution=48"])
+    with pytest.raises(GanError, match="loss.kind"):
+        load_config(None, ["loss.kind=wasserstein"])
+    with pytest.raises(GanError, match="train.batch_size"):
+        load_config(None, ["train.batch_size=0"])
+
+
+def test_malformed_and_missing_file(tmp_path):
+    with pytest.raises(GanError, match="malformed TOML"):
+        load_config(write(tmp_path, "[train\nmax_steps = 3"))
+    with pytest.raises(GanError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path):
+    cfg = load_config(None, ['train.sample_prompts=["a \\"red\\" disc", "b"]', "optim.g_lr=0.001"])
+    again = load_config(write(tmp_path, to_toml(cfg)))
+    assert again == cfg
+    assert tomllib.loads(to_toml(cfg))["train"]["sample_prompts"][0] == 'a "red" disc'
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+    for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.toml")):
+        load_config(path)
