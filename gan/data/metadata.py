@@ -1,0 +1,187 @@
+"""The dataset format: a split folder with images and a metadata.jsonl (HuggingFace imagefolder).
+
+    my_data/
+      train/
+        metadata.jsonl      {"file_name": "images/0001.png", "text": "a small bird ...", ...}
+        images/0001.png
+      test/
+        metadata.jsonl
+        ...
+
+Every line is one JSON object with at least `file_name` (relative to the split folder) and
+`text` (a non-empty caption). `audio_file` (relative path to a sound) is optional; any other
+keys are kept and ignored. Nothing here is specific to the shapes dataset, so CUB or COCO
+converted to this layout work unchanged.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from gan.errors import GanError
+
+METADATA = "metadata.jsonl"
+LAYOUT = ("expected a split folder holding metadata.jsonl (one JSON object per line with "
+          "\"file_name\" and \"text\") next to the files it names, e.g. DATA/train/metadata.jsonl")
+MAX_LISTED = 20
+
+
+def _row_problem(line: bytes) -> tuple[dict | None, str | None]:
+    """Parse one metadata line: (row, None) when valid, (None, what is wrong) otherwise."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8"
+    except json.JSONDecodeError as e:
+        return None, f"invalid JSON ({e.msg} at column {e.colno})"
+    if not isinstance(row, dict):
+        return None, f"expected a JSON object, got {type(row).__name__}"
+    name = row.get("file_name")
+    if "file_name" not in row:
+        return None, "missing \"file_name\" (path of the image, relative to the split folder)"
+    if not isinstance(name, str) or not name.strip():
+        return None, f"\"file_name\" must be a non-empty string, got {name!r}"
+    text = row.get("text")
+    if "text" not in row:
+        return None, "missing \"text\" (the caption)"
+    if not isinstance(text, str) or not text.strip():
+        return None, f"\"text\" must be a non-empty caption, got {text!r}"
+    return row, None
+
+
+def _scan(split_dir: Path) -> tuple[list[tuple[int, dict]], list[str]]:
+    """All (line number, row) pairs and all "path:LINE: problem" strings of a metadata file."""
+    path = split_dir / METADATA
+    rows, problems = [], []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():  # blank lines (and the final newline) carry no row
+            continue
+        row, problem = _row_problem(line)
+        if problem:
+            problems.append(f"{path}:{number}: {problem}")
+        else:
+            rows.append((number, row))
+    return rows, problems
+
+
+def _require_split(split_dir: str | Path) -> Path:
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise GanError(f"dataset split folder not found: {split_dir} ({LAYOUT})")
+    if not (split_dir / METADATA).is_file():
+        raise GanError(f"no {METADATA} in {split_dir} ({LAYOUT})")
+    return split_dir
+
+
+def read_metadata_numbered(split_dir: str | Path) -> list[tuple[int, dict]]:
+    """Like read_metadata, but each row comes with its 1-based line number in metadata.jsonl."""
+    split_dir = _require_split(split_dir)
+    rows, problems = _scan(split_dir)
+    if problems:
+        shown = problems[:MAX_LISTED]
+        if len(problems) > MAX_LISTED:
+            shown.append(f"... and {len(problems) - MAX_LISTED} more")
+        raise GanError(f"{len(problems)} bad line(s) in {split_dir / METADATA}:\n"
+                       + "\n".join(shown))
+    if not rows:
+        raise GanError(f"{split_dir / METADATA} has no rows ({LAYOUT})")
+    return rows
+
+
+def read_metadata(split_dir: str | Path) -> list[dict]:
+    """Parse split_dir/metadata.jsonl into a list of rows; GanError lists every bad line."""
+    return [row for _, row in read_metadata_numbered(split_dir)]
+
+
+def write_metadata(split_dir: str | Path, rows: list[dict]) -> None:
+    """Write rows to split_dir/metadata.jsonl atomically (temp file, then os.replace)."""
+    split_dir = Path(split_dir)
+    lines = []
+    for i, row in enumerate(rows):
+        _, problem = _row_problem(json.dumps(row, ensure_ascii=False).encode("utf-8"))
+        if problem:
+            raise GanError(f"write_metadata: row {i} for {split_dir / METADATA}: {problem}")
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    split_dir.mkdir(parents=True, exist_ok=True)
+    tmp = split_dir / f".{METADATA}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, split_dir / METADATA)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _image_problem(path: Path, resolution: int | None) -> str | None:
+    if not path.is_file():
+        return f"image file not found: {path}"
+    try:
+        with Image.open(path) as im:
+            im.load()  # open() only reads the header; load() decodes and catches truncation
+            size = im.size
+    except Exception as e:  # PIL raises many types for bad files; all mean "unreadable"
+        return f"unreadable image {path}: {e}"
+    if resolution is not None and size != (resolution, resolution):
+        return f"image {path} is {size[0]}x{size[1]}, expected {resolution}x{resolution}"
+    return None
+
+
+def _audio_problem(split_dir: Path, name) -> str | None:
+    from gan.data.audio import read_wav  # local: only datasets with sound need soundfile here
+    if not isinstance(name, str) or not name.strip():
+        return f"\"audio_file\" must be a non-empty string, got {name!r}"
+    try:
+        read_wav(split_dir / name)
+    except GanError as e:
+        return str(e)
+    return None
+
+
+def _split_dirs(path: Path) -> list[Path]:
+    if (path / METADATA).is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_dir() and (p / METADATA).is_file())
+
+
+def check_dataset(path: str | Path, resolution: int | None = None) -> list[str]:
+    """Validate a dataset root (holding train/, test/, ...) or one split folder.
+
+    Returns every problem as "split/metadata.jsonl:LINE: ..." (bad rows, missing or unreadable
+    images, images not `resolution` x `resolution` when given, missing or unreadable audio_file).
+    An empty list means the dataset is valid.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [f"{path}: not a folder ({LAYOUT})"]
+    splits = _split_dirs(path)
+    if not splits:
+        return [f"{path}: no metadata.jsonl here or in any subfolder ({LAYOUT})"]
+    problems = []
+    for split_dir in splits:
+        label = f"{split_dir.name}/{METADATA}"
+        rows, bad = _scan(split_dir)
+        # _scan names the full path; the report uses the short split label instead.
+        problems += [p.replace(str(split_dir / METADATA), label, 1) for p in bad]
+        if not rows and not bad:
+            problems.append(f"{label}: no rows")
+        for number, row in rows:
+            problem = _image_problem(split_dir / row["file_name"], resolution)
+            if problem:
+                problems.append(f"{label}:{number}: {problem}")
+            if "audio_file" in row:
+                problem = _audio_problem(split_dir, row["audio_file"])
+                if problem:
+                    problems.append(f"{label}:{number}: {problem}")
+    return problems
+
+
+def split_fingerprint(split_dir: str | Path) -> str:
+    """A short hex sha256 of split_dir/metadata.jsonl, for cache keys (changes when rows change)."""
+    split_dir = _require_split(split_dir)
+    return hashlib.sha256((split_dir / METADATA).read_bytes()).hexdigest()[:16]

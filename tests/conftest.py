@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny shapes dataset and a tiny training config, built once per session."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory) -> Path:
+    """64 train / 16 test samples of the built-in shapes data at 32 px."""
+    from gan.data.shapes import write_shapes
+
+    out = tmp_path_factory.mktemp("data") / "shapes"
+    write_shapes(out, 64, 16, size=32, seed=0, progress=False)
+    return out
+
+
+TINY_CONFIG = """
+name = "tiny"
+[data]
+root = "{root}"
+resolution = 16
+[model]
+z_dim = 16
+g_channels = 8
+g_max_channels = 16
+d_channels = 8
+d_max_channels = 16
+attention_resolutions = [8]
+[train]
+batch_size = 8
+max_steps = 4
+log_every = 1
+sample_every = 2
+checkpoint_every = 2
+output_dir = "{runs}"
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_shapes) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_CONFIG.format(root=tiny_shapes.as_posix(), runs=(tmp_path / "runs").as_posix()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    """The folder holding this environment's `gan` and `accelerate` commands."""
+    return Path(sys.executable).parent
