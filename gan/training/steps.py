@@ -36,24 +36,27 @@ def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_we
                        gp: str, gp_weight: float, apply_gp: bool, augment: str, autocast):
     """Loss for D on a batch; returns (loss, stats). `fake` must already be detached.
 
-    Real, fake and mismatched pairs go through D in ONE forward call: DistributedDataParallel
-    expects one forward per backward, and the gradient penalty needs that same graph.
+    Real and fake images go through D in ONE forward call, which also scores the real images
+    against mismatched captions from the same features: DistributedDataParallel expects one
+    forward per backward, and the gradient penalty needs that same graph.
     """
     b = real.shape[0]
     pooled = cond.pooled
     if apply_gp and gp != "none":
         real = real.detach().requires_grad_(True)
         pooled = pooled.detach().requires_grad_(gp == "ma_gp")
+    images = torch.cat([_augment(real, augment), _augment(fake, augment)])  # (2B, 3, R, R)
+    conds = torch.cat([pooled, pooled])  # (2B, D)
     use_mismatch = mismatch_weight > 0
-    images = [_augment(real, augment), _augment(fake, augment)]
-    conds = [pooled, pooled]
-    if use_mismatch:
-        images.append(images[0])
-        conds.append(cond.mismatched())
     with autocast():
-        logits = D(torch.cat(images), torch.cat(conds)).float()  # (2B or 3B,)
-    real_logits, fake_logits = logits[:b], logits[b:2 * b]
-    mismatch_logits = logits[2 * b:] if use_mismatch else None
+        if use_mismatch:
+            # The fakes' mismatch scores are a by-product (the head is a dot product) and unused.
+            logits, mismatch = D(images, conds, torch.cat([cond.mismatched(), pooled]))
+            mismatch_logits = mismatch[:b].float()
+        else:
+            logits, mismatch_logits = D(images, conds), None
+    logits = logits.float()
+    real_logits, fake_logits = logits[:b], logits[b:]
     d_loss = losses.D_LOSSES[kind](real_logits, fake_logits, mismatch_logits, mismatch_weight)
     stats = {"loss/d": d_loss.detach(), "d/real": real_logits.detach().mean(),
              "d/fake": fake_logits.detach().mean()}

@@ -1,0 +1,91 @@
+"""Projection discriminator (Miyato & Koyama, 2018) for a continuous condition.
+
+image -> 3x3 conv -> DownBlocks (/2 each) to 4x4 -> LReLU -> sum over pixels -> phi (B, C)
+logit = linear(phi) + <embed(cond), phi>
+
+The features phi do not depend on the condition, so scoring the same images against several
+conditions (the matching-aware "real image, wrong caption" term) costs one feature pass:
+`forward(images, cond, mismatch_cond)` or `score(features(images), cond)`.
+"""
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+from gan.models.blocks import LRELU_SLOPE, DownBlock, check_shape, is_power_of_two
+
+
+class ProjectionDiscriminator(ModelMixin, ConfigMixin):
+    """Scores (image, condition) pairs; higher = more likely a real image matching its condition."""
+
+    @register_to_config
+    def __init__(
+        self,
+        resolution: int = 32,  # Input side in pixels; a power of two >= 16.
+        cond_dim: int = 384,  # Length of the pooled condition embedding (384 = MiniLM).
+        base_channels: int = 64,  # Channels at the input resolution; doubled per halving of resolution.
+        max_channels: int = 256,  # Cap on channels at the low resolutions (also the width of phi).
+        in_channels: int = 3,  # Image channels (3 = RGB).
+        spectral_norm: bool = False,  # Wrap every conv/linear in spectral normalisation; False = plain layers.
+    ):
+        super().__init__()
+        if not is_power_of_two(resolution) or resolution < 16:
+            raise ValueError(f"ProjectionDiscriminator: resolution must be a power of two >= 16, got {resolution}")
+
+        def channels(res: int) -> int:
+            return min(max_channels, base_channels * (resolution // res))
+
+        self.from_rgb = nn.Conv2d(in_channels, channels(resolution), 3, padding=1)
+        self.blocks = nn.ModuleList()
+        res = resolution
+        while res > 4:
+            self.blocks.append(DownBlock(channels(res), channels(res // 2)))
+            res //= 2
+        self.feature_dim = channels(4)
+        self.linear = nn.Linear(self.feature_dim, 1)
+        # No bias: a condition-only offset cannot tell real from fake, so it would be dead weight.
+        self.embed = nn.Linear(cond_dim, self.feature_dim, bias=False)
+        if spectral_norm:
+            for module in list(self.modules()):
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    _sn(module)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, in_channels, R, R) -> phi (B, C), float32."""
+        cfg = self.config
+        check_shape("ProjectionDiscriminator images", images, (None, cfg.in_channels, cfg.resolution, cfg.resolution))
+        h = self.from_rgb(images)  # (B, C0, R, R)
+        for block in self.blocks:
+            h = block(h)  # halves H and W
+        return F.leaky_relu(h, LRELU_SLOPE).sum(dim=(2, 3)).float()  # (B, C4)
+
+    def score(self, features: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """phi (B, C) from `features`, cond (B, cond_dim) -> logits (B,), float32."""
+        check_shape("ProjectionDiscriminator features", features, (None, self.feature_dim))
+        check_shape("ProjectionDiscriminator cond", cond, (features.shape[0], self.config.cond_dim))
+        # The head is tiny; run it in float32 so bf16 autocast does not round the logits.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            phi = features.float()
+            return self.linear(phi).squeeze(1) + (self.embed(cond.float()) * phi).sum(dim=1)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        cond: torch.Tensor,
+        mismatch_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """images (B, in_channels, R, R), cond (B, cond_dim) -> logits (B,) float32.
+
+        With mismatch_cond (B, cond_dim) also scores the same images against it and returns
+        (logits, mismatch_logits) from one feature pass. Prefer this over calling `features`
+        and `score` directly when the model is wrapped in DDP: DDP only prepares its gradient
+        synchronisation when the call goes through forward.
+        """
+        phi = self.features(images)
+        logits = self.score(phi, cond)
+        if mismatch_cond is None:
+            return logits
+        return logits, self.score(phi, mismatch_cond)

@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+from gan.models import ProjectionDiscriminator
+
+COND = 12
+
+
+def tiny(resolution=16, **kw):
+    args = dict(resolution=resolution, cond_dim=COND, base_channels=4, max_channels=16)
+    args.update(kw)
+    torch.manual_seed(0)
+    return ProjectionDiscriminator(**args).eval()
+
+
+def inputs(B=3, resolution=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, 3, resolution, resolution, generator=g) * 2 - 1, torch.randn(B, COND, generator=g)
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+def test_output_shape_and_dtype(resolution):
+    D = tiny(resolution)
+    images, cond = inputs(resolution=resolution)
+    logits = D(images, cond)
+    assert logits.shape == (3,) and logits.dtype == torch.float32
+    assert D.features(images).shape == (3, 16)
+
+
+def test_forward_is_score_of_features_and_mismatch_reuses_them():
+    D = tiny()
+    images, cond = inputs()
+    other = cond.roll(1, dims=0)
+    phi = D.features(images)
+    assert torch.allclose(D(images, cond), D.score(phi, cond))
+    logits, mismatch = D(images, cond, mismatch_cond=other)
+    assert torch.allclose(logits, D(images, cond))
+    assert torch.allclose(mismatch, D(images, other))
+    assert not torch.allclose(logits, mismatch)
+
+
+def test_projection_is_linear_in_the_condition():
+    # logit = linear(phi) + <embed(c), phi>: affine in c for fixed images.
+    D = tiny()
+    images, cond = inputs()
+    zero = D(images, torch.zeros_like(cond))
+    assert torch.allclose(D(images, 2 * cond) - zero, 2 * (D(images, cond) - zero), atol=1e-5)
+
+
+def test_save_and_load_give_identical_outputs(tmp_path):
+    for sn in (False, True):
+        D = tiny(32, spectral_norm=sn)
+        images, cond = inputs(resolution=32)
+        D.train()(images, cond)  # let spectral norm run a power iteration so u, v are not the initial ones
+        D.eval()
+        D.save_pretrained(tmp_path / str(sn))
+        assert (tmp_path / str(sn) / "config.json").exists()
+        assert (tmp_path / str(sn) / "diffusion_pytorch_model.safetensors").exists()
+        D2 = ProjectionDiscriminator.from_pretrained(tmp_path / str(sn)).eval()
+        assert D2.config.spectral_norm is sn
+        # Not torch.equal: loaded tensors may sit at other alignments, so BLAS may sum in another order.
+        assert torch.allclose(D(images, cond), D2(images, cond), rtol=0, atol=1e-5)
+
+
+def test_deterministic_under_manual_seed():
+    images, cond = inputs()
+    assert torch.equal(tiny()(images, cond), tiny()(images, cond))
+
+
+def test_condition_changes_the_score():
+    D = tiny()
+    images, cond = inputs()
+    assert (D(images, cond) - D(images, torch.randn_like(cond))).abs().min() > 1e-4
+
+
+def test_gradients_reach_every_parameter():
+    for sn in (False, True):
+        D = tiny(spectral_norm=sn).train()
+        images, cond = inputs()
+        D(images, cond).square().mean().backward()
+        for name, p in D.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, (sn, name)
+
+
+def test_spectral_norm_bounds_each_layer():
+    D = tiny(spectral_norm=True).train()
+    images, cond = inputs(B=1)
+    with torch.no_grad():
+        for _ in range(30):  # power iterations converge over calls
+            D(images, cond)
+    weights = [m.weight for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weights) > 5
+    for w in weights:
+        sigma = torch.linalg.matrix_norm(w.detach().flatten(1), ord=2)
+        assert abs(sigma.item() - 1.0) < 0.05, sigma
+
+
+def test_bf16_autocast_channels_last_close_to_fp32():
+    D = tiny(32, base_channels=8, max_channels=16)
+    images, cond = inputs(resolution=32)
+    ref = D(images, cond)
+    D = D.to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = D(images.contiguous(memory_format=torch.channels_last), cond)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert torch.allclose(out, ref, rtol=0.05, atol=0.05 * ref.abs().max().item()), (out, ref)
+
+
+@pytest.mark.parametrize(
+    "images, cond, message",
+    [
+        (torch.randn(3, 3, 32, 32), torch.randn(3, COND), "images"),
+        (torch.randn(3, 1, 16, 16), torch.randn(3, COND), "images"),
+        (torch.randn(3, 3, 16, 16), torch.randn(2, COND), "cond"),
+        (torch.randn(3, 3, 16, 16), torch.randn(3, COND + 1), "cond"),
+    ],
+)
+def test_bad_input_shapes_raise_clear_errors(images, cond, message):
+    with pytest.raises(ValueError, match=message):
+        tiny()(images, cond)
+
+
+def test_bad_features_shape_raises():
+    with pytest.raises(ValueError, match="features"):
+        tiny().score(torch.randn(3, 5), torch.randn(3, COND))
+
+
+@pytest.mark.parametrize("resolution", [24, 8])
+def test_bad_resolution_raises(resolution):
+    with pytest.raises(ValueError, match="power of two"):
+        tiny(resolution)
+
+
+def test_default_size_is_close_to_the_generator():
+    n = sum(p.numel() for p in ProjectionDiscriminator().parameters())
+    assert 1_000_000 <= n <= 3_500_000, n
