@@ -36,9 +36,9 @@ class TextConfig:
 @dataclass
 class ModelConfig:
     z_dim: int = 128  # noise dimension
-    g_channels: int = 64  # generator base width (channels at the output resolution)
+    g_channels: int = 32  # generator base width (channels at the output resolution)
     g_max_channels: int = 256  # generator width cap (at low resolution)
-    d_channels: int = 64  # discriminator base width
+    d_channels: int = 32  # discriminator base width
     d_max_channels: int = 256  # discriminator width cap
     attention_resolutions: list[int] = field(default_factory=lambda: [16])  # where G attends to words
     spectral_norm: bool = False  # spectral normalisation in D
@@ -48,9 +48,9 @@ class ModelConfig:
 class LossConfig:
     kind: str = "hinge"  # "hinge" | "nonsaturating"
     mismatch_weight: float = 0.5  # weight of the matching-aware term (real image, wrong caption = fake); 0 = off
-    gp: str = "ma_gp"  # gradient penalty on real pairs: "ma_gp" (DF-GAN's) | "r1" | "none"
-    gp_weight: float = 2.0  # MA-GP's k, or R1's gamma/2
-    gp_every: int = 4  # lazy regularisation: apply the penalty every N D steps (scaled by N)
+    gp: str = "r1"  # gradient penalty on real pairs: "r1" | "ma_gp" (DF-GAN's, w.r.t. image and caption) | "none"
+    gp_weight: float = 0.05  # R1's gamma/2, or MA-GP's k
+    gp_every: int = 8  # lazy regularisation: apply the penalty every N D steps (scaled by N)
     diffaugment: str = "translation,cutout"  # DiffAugment policy applied to real and fake; "" = off
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -54,26 +53,34 @@ def attribute_metric(sampler: Sampler, split: Path, num: int, seed: int, truncat
 
 def diversity_metric(sampler: Sampler, split: Path, seed: int, truncation, prompts: int = 8,
                      per_prompt: int = 32) -> dict:
-    """Ratios for the `prompts` most frequent attribute combinations of the split."""
-    from gan.data.dataset import ImageTextDataset
+    """Ratios for the captions of the split's first `prompts` distinct attribute combinations.
+
+    The real references are drawn fresh by the shapes generator (`per_prompt` per combination,
+    at the generator's resolution), so the estimate does not depend on how many images of one
+    combination the split happens to hold.
+    """
+    import numpy as np
+
+    from gan.data.shapes import render
     from gan.metrics.diversity import diversity_ratios
 
-    rows = _rows_with_attributes(split, "diversity")
-    key = lambda r: tuple(sorted(r["attributes"].items()))  # noqa: E731
-    combos = [c for c, n in Counter(key(r) for r in rows).most_common(prompts) if n >= 4]
-    if not combos:
-        raise GanError(f"{split}: metric 'diversity' needs at least 4 real images of one attribute combination")
-    data = ImageTextDataset(split, sampler.resolution)
+    chosen: dict[tuple, dict] = {}
+    for r in _rows_with_attributes(split, "diversity"):
+        chosen.setdefault(tuple(sorted(r["attributes"].items())), r)
+        if len(chosen) == prompts:
+            break
+    rng = np.random.default_rng(seed)
     per = {}
-    for combo in combos:
-        idx = [i for i, r in enumerate(rows) if key(r) == combo]
-        real = torch.stack([data[i]["image"] for i in idx])
-        text = rows[idx[0]]["text"]
-        fake = sampler.generate([text], per_prompt, seed=seed, truncation=truncation)[0]
-        per[text] = diversity_ratios(fake, real) | {"real_images": len(idx)}
+    for row in chosen.values():
+        real = torch.stack([
+            torch.from_numpy(np.array(render(row["attributes"], sampler.resolution, rng)[0])).permute(2, 0, 1)
+            for _ in range(per_prompt)]).float() / 127.5 - 1  # (N, 3, R, R)
+        fake = sampler.generate([row["text"]], per_prompt, seed=seed, truncation=truncation)[0]
+        per[row["text"]] = diversity_ratios(fake, real)
     names = ("background", "center_x", "center_y", "side")
     mean = {k: sum(v[k] for v in per.values()) / len(per) for k in names}
-    return {"std_ratio_mean": mean, "per_prompt": per, "generated_per_prompt": per_prompt}
+    return {"std_ratio_mean": mean, "per_prompt": per, "generated_per_prompt": per_prompt,
+            "real_reference": "drawn by gan.data.shapes.render"}
 
 
 def _versions() -> dict:

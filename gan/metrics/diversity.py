@@ -20,7 +20,10 @@ def shape_measurements(images: torch.Tensor) -> dict[str, torch.Tensor]:
     n, h, w = peak.shape
     bg_pixels = peak < 90
     bg = torch.stack([p[m].median() if m.any() else p.min() for p, m in zip(x.mean(1), bg_pixels)])
-    mask = (peak > bg[:, None, None] + 60).float()  # (N, H, W)
+    # Soft coverage, so anti-aliased edges count by the fraction of the pixel the shape covers.
+    top = peak.flatten(1).amax(1)[:, None, None]  # (N, 1, 1) the shape's brightest channel level
+    mask = ((peak - bg[:, None, None]) / (top - bg[:, None, None]).clamp(min=1)).clamp(0, 1)
+    mask = mask * (peak > bg[:, None, None] + 30)  # (N, H, W); ignore faint noise
     area = mask.sum((1, 2)).clamp(min=1)
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w

@@ -1,7 +1,11 @@
 """Projection discriminator (Miyato & Koyama, 2018) for a continuous condition.
 
-image -> 3x3 conv -> DownBlocks (/2 each) to 4x4 -> LReLU -> sum over pixels -> phi (B, C)
+image -> 3x3 conv -> DownBlocks (/2 each) to 4x4 -> LReLU -> h (B, C, 4, 4)
+phi = [sum of h over pixels (B, C), flatten(1x1 conv of h) (B, 16 P)]
 logit = linear(phi) + <embed(cond), phi>
+
+The flattened part keeps WHERE features are: a caption that says "top left" can only be
+checked by a head that sees position, and the sum over pixels alone throws it away.
 
 The features phi do not depend on the condition, so scoring the same images against several
 conditions (the matching-aware "real image, wrong caption" term) costs one feature pass:
@@ -30,6 +34,7 @@ class ProjectionDiscriminator(ModelMixin, ConfigMixin):
         max_channels: int = 256,  # Cap on channels at the low resolutions (also the width of phi).
         in_channels: int = 3,  # Image channels (3 = RGB).
         spectral_norm: bool = False,  # Wrap every conv/linear in spectral normalisation; False = plain layers.
+        position_channels: int | None = 32,  # Channels of the flattened 4x4 map in phi; None = sum-pooling only.
     ):
         super().__init__()
         if not is_power_of_two(resolution) or resolution < 16:
@@ -44,7 +49,11 @@ class ProjectionDiscriminator(ModelMixin, ConfigMixin):
         while res > 4:
             self.blocks.append(DownBlock(channels(res), channels(res // 2)))
             res //= 2
+        self.to_position = None
         self.feature_dim = channels(4)
+        if position_channels:
+            self.to_position = nn.Conv2d(channels(4), position_channels, 1)
+            self.feature_dim += position_channels * 16
         self.linear = nn.Linear(self.feature_dim, 1)
         # No bias: a condition-only offset cannot tell real from fake, so it would be dead weight.
         self.embed = nn.Linear(cond_dim, self.feature_dim, bias=False)
@@ -60,7 +69,11 @@ class ProjectionDiscriminator(ModelMixin, ConfigMixin):
         h = self.from_rgb(images)  # (B, C0, R, R)
         for block in self.blocks:
             h = block(h)  # halves H and W
-        return F.leaky_relu(h, LRELU_SLOPE).sum(dim=(2, 3)).float()  # (B, C4)
+        h = F.leaky_relu(h, LRELU_SLOPE)  # (B, C4, 4, 4)
+        phi = h.sum(dim=(2, 3))  # (B, C4)
+        if self.to_position is not None:
+            phi = torch.cat([phi, self.to_position(h).flatten(1)], dim=1)  # (B, C4 + 16 P)
+        return phi.float()
 
     def score(self, features: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """phi (B, C) from `features`, cond (B, cond_dim) -> logits (B,), float32."""

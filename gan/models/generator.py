@@ -1,6 +1,6 @@
 """Conditional text-to-image generator in the spirit of DF-GAN (Tao et al., 2022).
 
-z -> linear -> 4x4 map -> UpBlocks (x2 each) -> LReLU -> 3x3 conv -> tanh -> (B, 3, R, R)
+(z, cond) -> mapping -> w -> linear -> 4x4 map -> UpBlocks (x2 each) -> LReLU -> 3x3 conv -> tanh -> (B, 3, R, R)
 
 The sentence condition enters every block through FiLM: a shared mapping MLP turns
 concat(z, cond) into a style vector w, and each FiLM layer predicts a per-channel scale and
@@ -58,7 +58,9 @@ class ConditionalGenerator(ModelMixin, ConfigMixin):
             if isinstance(layer, nn.Linear):  # keep w at unit scale, so FiLM's small init means what it says
                 nn.init.kaiming_normal_(layer.weight, a=LRELU_SLOPE)
                 nn.init.zeros_(layer.bias)
-        self.fc = nn.Linear(z_dim, channels(4) * 16)
+        # The 4x4 start map comes from w, not z alone, so the caption can decide WHERE things go
+        # (FiLM only rescales channels and cannot move content).
+        self.fc = nn.Linear(W_DIM, channels(4) * 16)
         self.blocks = nn.ModuleList()
         self.attn = nn.ModuleDict()
         if token_dim is not None and 4 in att:
@@ -133,7 +135,7 @@ class ConditionalGenerator(ModelMixin, ConfigMixin):
                 )
 
         w = self.mapping(torch.cat([z, cond.to(z.dtype)], dim=1))  # (B, W_DIM)
-        h = self.fc(z).view(B, -1, 4, 4)  # (B, C4, 4, 4)
+        h = self.fc(w).view(B, -1, 4, 4)  # (B, C4, 4, 4)
         if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):
             h = h.contiguous(memory_format=torch.channels_last)  # follow the model's layout
         if use_tokens and "4" in self.attn:

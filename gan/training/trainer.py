@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
@@ -116,8 +117,11 @@ class Trainer:
         self.sampler = ResumableBatchSampler(
             len(self.dataset), cfg.train.batch_size, acc.num_processes, acc.process_index,
             seed=cfg.train.seed, start=self.step * cfg.train.grad_accum)
-        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler,
-                                 num_workers=cfg.data.num_workers, pin_memory=acc.device.type == "cuda")
+        # Its own generator: creating the iterator draws a worker seed, which must not come from
+        # the global RNG that a resumed run has just restored.
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
+                                 pin_memory=acc.device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(cfg.train.seed))
         self.sample_prompts = self._sample_prompts()
 
     def _sample_prompts(self) -> list[str]:
@@ -197,10 +201,9 @@ class Trainer:
         grid = labelled_grid(images, self.sample_prompts)
         (self.run_dir / "samples").mkdir(exist_ok=True)
         grid.save(self.run_dir / "samples" / f"step-{self.step:07d}.png")
-        tracker = self.accelerator.get_tracker("tensorboard", unwrap=True) if self.cfg.train.tracker != "none" else None
-        if tracker is not None:
-            import numpy as np
-            tracker.add_image("samples", np.asarray(grid), self.step, dataformats="HWC")
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "tensorboard":
+                tracker.writer.add_image("samples", np.asarray(grid), self.step, dataformats="HWC")
 
     def _log(self, stats: dict):
         acc = self.accelerator

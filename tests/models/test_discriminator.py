@@ -24,7 +24,22 @@ def test_output_shape_and_dtype(resolution):
     images, cond = inputs(resolution=resolution)
     logits = D(images, cond)
     assert logits.shape == (3,) and logits.dtype == torch.float32
-    assert D.features(images).shape == (3, 16)
+    assert D.features(images).shape == (3, 16 + 32 * 16)  # pooled channels + flattened 4x4 position map
+    assert tiny(resolution, position_channels=None).features(images).shape == (3, 16)
+
+
+def test_position_features_see_where_content_is():
+    # A blob in the top-left vs the bottom-right corner: same pooled statistics up to padding,
+    # but the flattened 4x4 map differs in where its energy sits.
+    D = tiny(32)
+    a = torch.full((1, 3, 32, 32), -1.0)
+    b = a.clone()
+    a[..., 2:10, 2:10] = 1.0
+    b[..., 22:30, 22:30] = 1.0
+    pos_a, pos_b = D.features(a)[0, 16:].view(32, 4, 4), D.features(b)[0, 16:].view(32, 4, 4)
+    diff_a = (pos_a - D.features(torch.full_like(a, -1.0))[0, 16:].view(32, 4, 4)).abs().sum(0)
+    diff_b = (pos_b - D.features(torch.full_like(b, -1.0))[0, 16:].view(32, 4, 4)).abs().sum(0)
+    assert diff_a[0, 0] > diff_a[3, 3] and diff_b[3, 3] > diff_b[0, 0]
 
 
 def test_forward_is_score_of_features_and_mismatch_reuses_them():
