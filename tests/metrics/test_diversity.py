@@ -10,7 +10,7 @@ def rendered(n, seed, attrs=None):
     images, params = [], []
     for _ in range(n):
         image, p = render(attrs or sample_attributes(rng), 32, rng)
-        images.append(torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 127.5 - 1)
+        images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1)
         params.append(p)
     return torch.stack(images), params
 
