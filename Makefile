@@ -23,10 +23,12 @@ test: setup
 # attribute accuracy and diversity it measured. train.mixed_precision in the config decides
 # the precision (auto = bf16 on CPU); accelerate's own flag is set only to silence its warning.
 BIN := $(VENV)/bin
+# accelerate launch pins a CPU process to ONE thread unless told otherwise.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
 demo: setup
 	$(BIN)/gan data shapes --out datasets/shapes --train 20000 --test 2000 --size 32 --seed 0 --if-missing
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		train_gan.py --config configs/t2i_shapes.toml --resume auto
+		--num_cpu_threads_per_process $(NPROC) train_gan.py --config configs/t2i_shapes.toml --resume auto
 	$(BIN)/gan sample --checkpoint runs/t2i_shapes --prompt-file configs/t2i_shapes_prompts.txt \
 		--num 8 --out samples/demo
 	$(BIN)/gan eval --checkpoint runs/t2i_shapes --data datasets/shapes/test --metrics attr,diversity \

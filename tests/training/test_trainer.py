@@ -68,3 +68,16 @@ def test_refuses_to_overwrite_and_reports_missing_data(tiny_config, tmp_path):
         Trainer(cfg)
     with pytest.raises(GanError, match=str(tmp_path / "nowhere")):
         Trainer(load_config(tiny_config, [f"data.root={tmp_path / 'nowhere'}"]))
+
+
+def test_gradient_accumulation_steps_optimizers_once_per_window(tiny_config):
+    cfg = load_config(tiny_config, ["train.run_name=accum", "train.grad_accum=2", "train.max_steps=3",
+                                    "train.batch_size=4", "train.sample_every=0"])
+    trainer = Trainer(cfg)
+    run_dir = trainer.train()
+    for opt in (trainer.opt_g, trainer.opt_d):
+        steps = {int(s["step"]) for s in opt.state_dict()["state"].values()}
+        assert steps == {3}  # 6 micro-batches, 3 optimizer steps
+    assert trainer.sampler.start == 0 and json.loads((run_dir / "checkpoint-3" / "train_state.json").read_text())["step"] == 3
+    lines = (run_dir / "stats.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["speed/kimg"] == 3 * 2 * 4 / 1000  # samples seen count both micro-batches
