@@ -220,7 +220,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def train(self) -> Path:
-        cfg, acc, t, l = self.cfg, self.accelerator, self.cfg.train, self.cfg.loss
+        cfg, acc, t = self.cfg, self.accelerator, self.cfg.train
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.toml").write_text(to_toml(cfg))
