@@ -27,8 +27,7 @@ from gan.sampling import CONDITION_FILE, Sampler, resolve_export
 METRICS = ("attr", "diversity")
 
 
-def _rows_with_attributes(split: Path, metric: str) -> list[dict]:
-    rows = read_metadata(split)
+def _rows_with_attributes(rows: list[dict], split: Path, metric: str) -> list[dict]:
     bad = [i + 1 for i, r in enumerate(rows) if not isinstance(r.get("attributes"), dict)]
     if bad:
         raise GanError(f"{split}/metadata.jsonl: metric '{metric}' needs an 'attributes' object on every "
@@ -36,10 +35,10 @@ def _rows_with_attributes(split: Path, metric: str) -> list[dict]:
     return rows
 
 
-def attribute_metric(sampler: Sampler, split: Path, num: int, seed: int, truncation) -> dict:
+def attribute_metric(sampler: Sampler, rows: list[dict], split: Path, num: int, seed: int, truncation) -> dict:
     from gan.metrics.attributes import attribute_accuracy, load_or_train_classifier
 
-    rows = _rows_with_attributes(split, "attr")[:num]
+    rows = _rows_with_attributes(rows, split, "attr")[:num]
     classifier, real_acc = load_or_train_classifier(split.parent, resolution=sampler.resolution)
     images = sampler.generate_each([r["text"] for r in rows], seed=seed, truncation=truncation)
     result = {"all_wordings": attribute_accuracy(classifier, images, [r["attributes"] for r in rows])}
@@ -51,7 +50,7 @@ def attribute_metric(sampler: Sampler, split: Path, num: int, seed: int, truncat
     return result
 
 
-def diversity_metric(sampler: Sampler, split: Path, seed: int, truncation, prompts: int = 8,
+def diversity_metric(sampler: Sampler, rows: list[dict], split: Path, seed: int, truncation, prompts: int = 8,
                      per_prompt: int = 32) -> dict:
     """Ratios for the captions of the split's first `prompts` distinct attribute combinations.
 
@@ -65,7 +64,7 @@ def diversity_metric(sampler: Sampler, split: Path, seed: int, truncation, promp
     from gan.metrics.diversity import diversity_ratios
 
     chosen: dict[tuple, dict] = {}
-    for r in _rows_with_attributes(split, "diversity"):
+    for r in _rows_with_attributes(rows, split, "diversity"):
         chosen.setdefault(tuple(sorted(r["attributes"].items())), r)
         if len(chosen) == prompts:
             break
@@ -106,17 +105,18 @@ def evaluate(checkpoint: str, data: str, metrics: list[str], num: int = 2000, se
     export = resolve_export(checkpoint)
     sampler = Sampler.from_pretrained(export, device=device)
     step = json.loads((export / CONDITION_FILE).read_text()).get("step")
+    rows = read_metadata(split)
     values = {}
     started = time.time()
     if "attr" in metrics:
-        values["attr"] = attribute_metric(sampler, split, num, seed, truncation)
+        values["attr"] = attribute_metric(sampler, rows, split, num, seed, truncation)
     if "diversity" in metrics:
-        values["diversity"] = diversity_metric(sampler, split, seed, truncation)
+        values["diversity"] = diversity_metric(sampler, rows, split, seed, truncation)
     result = {
         "metrics": values,
         "provenance": {
             "checkpoint": str(export), "step": step, "reference_split": str(split),
-            "num_generated": min(num, len(read_metadata(split))) if "attr" in metrics else None,
+            "num_generated": min(num, len(rows)) if "attr" in metrics else None,
             "seed": seed, "truncation": truncation, "device": device,
             "seconds": round(time.time() - started, 1), "versions": _versions(),
         },

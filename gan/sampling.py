@@ -89,13 +89,13 @@ class Sampler:
             raise GanError(f"--num must be at least 1, got {num}")
         g = torch.Generator().manual_seed(seed)
         z = ConditionalGenerator.sample_noise(num, self.generator.config.z_dim, g, truncation)  # (N, Z)
+        emb = self.encoder.encode(list(prompts))  # all prompts in one encoder pass
         out = []
-        for prompt in prompts:
-            emb = self.encoder.encode([prompt])
+        for p in range(len(prompts)):
             rows = []
             for lo in range(0, num, batch_size):
                 n = min(batch_size, num - lo)
-                rows.append(self._run(z[lo:lo + n], _repeat(emb, n)))
+                rows.append(self._run(z[lo:lo + n], _repeat(emb, p, n)))
             out.append(torch.cat(rows))
         return torch.stack(out)
 
@@ -111,10 +111,10 @@ class Sampler:
         return torch.cat(out)
 
 
-def _repeat(emb, n: int):
-    """The embeddings of one prompt, repeated n times along the batch."""
-    return type(emb)(pooled=emb.pooled.expand(n, -1), tokens=emb.tokens.expand(n, -1, -1),
-                     mask=emb.mask.expand(n, -1))
+def _repeat(emb, p: int, n: int):
+    """The embeddings of prompt p, repeated n times along the batch."""
+    return type(emb)(pooled=emb.pooled[p:p + 1].expand(n, -1), tokens=emb.tokens[p:p + 1].expand(n, -1, -1),
+                     mask=emb.mask[p:p + 1].expand(n, -1))
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
