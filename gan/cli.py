@@ -126,26 +126,57 @@ def cmd_sample(args) -> None:
 
 
 def _add_eval(sub):
-    p = sub.add_parser("eval", help="measure a generator (attribute accuracy, diversity)")
-    p.add_argument("--checkpoint", required=True, help="run folder or exported generator folder")
-    p.add_argument("--data", required=True, help="reference split folder, e.g. datasets/shapes/test")
-    p.add_argument("--metrics", default="attr", help="comma-separated: attr, diversity")
-    p.add_argument("--num", type=int, default=2000, help="generated images (one per reference caption)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--truncation", type=float, default=None)
-    p.add_argument("--out", default=None, help="JSON result file (default: <run>/eval-<metrics>.json)")
+    p = sub.add_parser("eval", help="FID, KID, IS, precision/recall, attribute accuracy, diversity",
+                       description="Measure a generator (--checkpoint, images made for the captions of --data) "
+                                   "or a folder of images (--fake) against a reference (--real FOLDER or --data "
+                                   "SPLIT). Flags override the --protocol file. Several processes: "
+                                   "accelerate launch -m gan eval ...")
+    src = p.add_argument_group("what to measure")
+    src.add_argument("--checkpoint", default=None, help="run folder or exported generator folder")
+    src.add_argument("--fake", default=None, help="a folder of generated images (instead of --checkpoint)")
+    src.add_argument("--real", default=None, help="a folder of reference images (default: the --data split)")
+    src.add_argument("--data", default=None, help="reference split with metadata.jsonl, e.g. datasets/shapes/test")
+    src.add_argument("--protocol", default=None, help="protocol TOML (evaluate/*.toml); flags override it")
+    how = p.add_argument_group("how (defaults: the protocol file, else gan.metrics.protocol.EvalProtocol)")
+    how.add_argument("--metrics", default=None, help="comma-separated: fid, kid, is, pr, attr, diversity")
+    how.add_argument("--num", type=int, default=None, help="generated images (default 10000)")
+    how.add_argument("--num-real", type=int, default=None, help="reference images; 0 = the whole split")
+    how.add_argument("--backbone", default=None,
+                     help="inception | dataset | torchvision:<model> (default auto: dataset for the built-in data)")
+    how.add_argument("--resize", default=None, choices=["tf-bilinear", "antialias"],
+                     help="Inception input resize: tf-bilinear (reference-compatible, default) or antialias "
+                          "(torchmetrics >= 1.8's default; not comparable with published FIDs)")
+    how.add_argument("--inception-weights", default=None,
+                     help="local file weights-inception-2015-12-05-6726825d.pth (or .safetensors)")
+    how.add_argument("--backbone-weights", default=None, help="weights file for a torchvision backbone")
+    how.add_argument("--seed", type=int, default=None)
+    how.add_argument("--truncation", type=float, default=None)
+    how.add_argument("--batch-size", type=int, default=None)
+    how.add_argument("--kid-subset-size", type=int, default=None)
+    how.add_argument("--kid-subsets", type=int, default=None)
+    how.add_argument("--allow-rank-deficient", action="store_true", default=None,
+                     help="compute FID even with no more samples than feature dimensions (biased)")
+    p.add_argument("--out", default=None, help="JSON result file (default: <run>/eval-<metrics>.json or ./)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args) -> None:
     from gan.evaluation import evaluate, print_table
+    from gan.metrics.protocol import load_protocol
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    result, path = evaluate(args.checkpoint, args.data, metrics, num=args.num, seed=args.seed,
-                            truncation=args.truncation, out=args.out, device=_device(args.device))
-    print_table(result)
-    print(f"wrote {path}")
+    given = {"data": args.data, "num": args.num, "num_real": args.num_real, "backbone": args.backbone,
+             "resize": args.resize, "inception_weights": args.inception_weights,
+             "backbone_weights": args.backbone_weights, "seed": args.seed, "truncation": args.truncation,
+             "batch_size": args.batch_size, "kid_subset_size": args.kid_subset_size, "kid_subsets": args.kid_subsets,
+             "allow_rank_deficient": args.allow_rank_deficient,
+             "metrics": None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]}
+    protocol = load_protocol(args.protocol, given)
+    result, path = evaluate(protocol, checkpoint=args.checkpoint, fake=args.fake, real=args.real, out=args.out,
+                            device=_device(args.device))
+    if path is not None:  # the main process
+        print_table(result)
+        print(f"wrote {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:

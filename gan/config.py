@@ -52,6 +52,8 @@ class LossConfig:
     gp_weight: float = 0.05  # R1's gamma/2, or MA-GP's k
     gp_every: int = 8  # lazy regularisation: apply the penalty every N D steps (scaled by N)
     diffaugment: str = "translation,cutout"  # DiffAugment policy applied to real and fake; "" = off
+    mode_seeking_weight: float = 0.0  # MSGAN term on pairs of fakes sharing a caption (against mode collapse); 0 = off
+    mode_seeking_fraction: float = 0.25  # share of the batch that gets a second noise draw for that term
 
 
 @dataclass
@@ -81,6 +83,10 @@ class TrainConfig:
     run_name: str = ""  # run folder name; "" = the config's name
     tracker: str = "tensorboard"  # "tensorboard" | "none"
     sample_prompts: list[str] = field(default_factory=list)  # fixed prompts for grids; [] = from eval split
+    eval_every: int = 0  # steps between metric evaluations of the EMA generator on the eval split; 0 = never
+    eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "attr"])  # as in `gan eval --metrics`
+    eval_num: int = 1000  # generated images per evaluation
+    eval_backbone: str = "auto"  # feature backbone (auto = dataset for labelled built-in data, else inception)
 
 
 @dataclass
@@ -160,20 +166,29 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def read_toml(path: str | Path, what: str) -> dict:
+    """A TOML file as a dict; a missing, undecodable or malformed file is a GanError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise GanError(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise GanError(f"{path}: malformed TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise GanError(f"{path}: not a UTF-8 text file") from None
+
+
+def apply_values(obj: Any, values: dict, source: str) -> None:
+    """Set dataclass fields from a (nested) dict with the same strict checks as config files."""
+    _apply(obj, values, "", source)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Defaults, then the TOML file at `path`, then each `a.b=c` override, all validated."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise GanError(f"config file not found: {path}")
-        try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise GanError(f"{path}: malformed TOML: {e}") from None
-        except UnicodeDecodeError:
-            raise GanError(f"{path}: not a UTF-8 text file") from None
-        _apply(cfg, values, "", str(path))
+        _apply(cfg, read_toml(path, "config file"), "", str(path))
     for item in overrides:
         parts, value = _parse_override(item)
         nested: Any = value
@@ -206,6 +221,15 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise bad(key, "a positive integer")
+    if cfg.train.eval_every < 0 or cfg.train.eval_num < 1:
+        raise bad("train.eval_every / train.eval_num", "eval_every >= 0 (0 = never) and eval_num >= 1")
+    allowed = ("fid", "kid", "is", "pr", "attr")
+    if any(m not in allowed for m in cfg.train.eval_metrics):
+        raise bad("train.eval_metrics", f"a list of {', '.join(allowed)}; got {cfg.train.eval_metrics}")
+    if not 0.0 < cfg.loss.mode_seeking_fraction <= 1.0:
+        raise bad("loss.mode_seeking_fraction", f"a number in (0, 1], got {cfg.loss.mode_seeking_fraction}")
+    if cfg.loss.mode_seeking_weight < 0:
+        raise bad("loss.mode_seeking_weight", f"a number >= 0, got {cfg.loss.mode_seeking_weight}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise bad("train.ema_decay", f"a number in [0, 1), got {cfg.train.ema_decay}")
 

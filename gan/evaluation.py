@@ -1,30 +1,31 @@
-"""`gan eval`: measure a generator against a reference split, and record how.
+"""`gan eval`: measure a generator (or a folder of images) against a reference, and record how.
 
-Metrics here:
-- `attr`: attribute accuracy. An attribute classifier trained on the real train split (and
-  checked on the real test split) reads color/shape/size/position from each generated image;
-  the score is the share that matches the caption's attributes, per attribute, their mean, and
-  all four at once, split by caption wording (seen in training vs held-out).
-- `diversity`: within-prompt variation of generated images relative to real ones
-  (gan.metrics.diversity), the mode-collapse check.
-Every result carries its provenance (checkpoint, step, samples, seed, classifier accuracy,
-library versions) so a number can be traced to how it was computed.
+Feature metrics (one backbone pass serves all): `fid`, `kid`, `is`, `pr` (precision, recall,
+density, coverage) — see gan.metrics.features. Metrics of the built-in data: `attr` (attribute
+accuracy, per caption wording) and `diversity` (within-prompt variation vs real images).
+
+Generated sample i uses caption i mod (rows of the reference split) and row i of one seeded
+noise matrix, so a sample is the same whichever process draws it. Every number is stored with
+its provenance: metric, backbone and weights hash, resize, sample counts, reference, seed,
+truncation and library versions.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from gan.data.metadata import read_metadata
 from gan.errors import GanError
-from gan.sampling import CONDITION_FILE, Sampler, resolve_export
-
-METRICS = ("attr", "diversity")
+from gan.metrics.features import FeatureMetrics, gather_rows, world
+from gan.metrics.protocol import FEATURE_METRICS, EvalProtocol, to_dict
+from gan.sampling import CONDITION_FILE, Sampler, resolve_export, to_uint8
 
 
 def _rows_with_attributes(rows: list[dict], split: Path, metric: str) -> list[dict]:
@@ -35,16 +36,18 @@ def _rows_with_attributes(rows: list[dict], split: Path, metric: str) -> list[di
     return rows
 
 
-def attribute_metric(sampler: Sampler, rows: list[dict], split: Path, num: int, seed: int, truncation) -> dict:
+def attribute_metric(images: torch.Tensor, rows: list[dict], split: Path) -> dict:
+    """Attribute accuracy of uint8 images (N, 3, R, R), image i made for caption rows[i % len(rows)]."""
     from gan.metrics.attributes import attribute_accuracy, load_or_train_classifier
 
-    rows = _rows_with_attributes(rows, split, "attr")[:num]
-    classifier, real_acc = load_or_train_classifier(split.parent, resolution=sampler.resolution)
-    images = sampler.generate_each([r["text"] for r in rows], seed=seed, truncation=truncation)
-    result = {"all_wordings": attribute_accuracy(classifier, images, [r["attributes"] for r in rows])}
-    for wording in sorted({r.get("wording") for r in rows} - {None}):
-        keep = [i for i, r in enumerate(rows) if r.get("wording") == wording]
-        result[wording] = attribute_accuracy(classifier, images[keep], [rows[i]["attributes"] for i in keep])
+    _rows_with_attributes(rows, split, "attr")
+    per_image = [rows[i % len(rows)] for i in range(len(images))]
+    classifier, real_acc = load_or_train_classifier(split.parent, resolution=images.shape[-1])
+    x = images.float() / 127.5 - 1
+    result = {"all_wordings": attribute_accuracy(classifier, x, [r["attributes"] for r in per_image])}
+    for wording in sorted({r.get("wording") for r in per_image} - {None}):
+        keep = [i for i, r in enumerate(per_image) if r.get("wording") == wording]
+        result[wording] = attribute_accuracy(classifier, x[keep], [per_image[i]["attributes"] for i in keep])
         result[wording]["count"] = len(keep)
     result["classifier_real_test_accuracy"] = real_acc
     return result
@@ -82,47 +85,201 @@ def diversity_metric(sampler: Sampler, rows: list[dict], split: Path, seed: int,
             "real_reference": "drawn by gan.data.shapes.render"}
 
 
-def _versions() -> dict:
+def versions() -> dict:
     import accelerate
     import diffusers
+    import torchmetrics
     import torchvision
 
     import gan
     return {"gan": gan.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "accelerate": accelerate.__version__, "diffusers": diffusers.__version__,
-            "python": platform.python_version()}
+            "torchmetrics": torchmetrics.__version__, "accelerate": accelerate.__version__,
+            "diffusers": diffusers.__version__, "python": platform.python_version()}
 
 
-def evaluate(checkpoint: str, data: str, metrics: list[str], num: int = 2000, seed: int = 0,
-             truncation: float | None = None, out: str | None = None, device: str = "cpu"):
-    """Run the metrics; write the JSON result (and a line in the run's metrics.jsonl)."""
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise GanError(f"--metrics: unknown {unknown or 'empty list'}; available: {', '.join(METRICS)}")
-    split = Path(data)
-    if not (split / "metadata.jsonl").is_file():
-        raise GanError(f"--data {data}: expected a split folder with metadata.jsonl (e.g. datasets/shapes/test)")
-    export = resolve_export(checkpoint)
-    sampler = Sampler.from_pretrained(export, device=device)
-    step = json.loads((export / CONDITION_FILE).read_text()).get("step")
-    rows = read_metadata(split)
-    values = {}
+def _count_label(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def _init_processes() -> torch.device | None:
+    """Under `accelerate launch` with several processes, join the process group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        return PartialState().device
+    return None
+
+
+def _main_process_first():
+    import contextlib
+
+    if world()[1] > 1:
+        from accelerate import PartialState
+
+        return PartialState().main_process_first()
+    return contextlib.nullcontext()
+
+
+def _resolve_backbone_name(p: EvalProtocol, rows: list[dict] | None) -> str:
+    if p.backbone != "auto":
+        return p.backbone
+    labelled = rows is not None and rows and all(isinstance(r.get("attributes"), dict) for r in rows)
+    return "dataset" if labelled else "inception"
+
+
+def _generate_pass(sampler: Sampler, rows: list[dict], p: EvalProtocol, fm: FeatureMetrics | None,
+                   keep_images: bool, progress: bool):
+    """Generate this process's shard of the N samples, feeding the feature metric as it goes."""
+    from gan.models.generator import ConditionalGenerator
+
+    rank, size = world()
+    g = torch.Generator().manual_seed(p.seed)
+    z = ConditionalGenerator.sample_noise(p.num, sampler.generator.config.z_dim, g, p.truncation or None)
+    mine = list(range(rank, p.num, size))
+    kept, kept_index, t_gen, t_feat = [], [], 0.0, 0.0
+    for lo in tqdm(range(0, len(mine), p.batch_size), desc="generate", disable=not progress or rank != 0):
+        idx = mine[lo:lo + p.batch_size]
+        t0 = time.time()
+        images = to_uint8(sampler.generate_with_noise([rows[i % len(rows)]["text"] for i in idx], z[idx]))
+        t1 = time.time()
+        if fm is not None:
+            fm.update(images, real=False, index=torch.tensor(idx))
+        t_feat += time.time() - t1
+        t_gen += t1 - t0
+        if keep_images:
+            kept.append(images)
+            kept_index.append(torch.tensor(idx))
+    images = None
+    if keep_images:
+        index = gather_rows(torch.cat(kept_index))
+        images = gather_rows(torch.cat(kept))[index.argsort()]
+    return images, {"generate_s": round(t_gen, 2), "generated_features_s": round(t_feat, 2)}
+
+
+def _folder_pass(folder: Path, fm: FeatureMetrics, p: EvalProtocol, progress: bool) -> tuple[int, dict]:
+    from gan.metrics.images import ImageFolder, list_images
+
+    files = list_images(folder)[: p.num] if p.num else list_images(folder)
+    dataset = ImageFolder(files)
+    rank, size = world()
+    mine = list(range(rank, len(files), size))
     started = time.time()
-    if "attr" in metrics:
-        values["attr"] = attribute_metric(sampler, rows, split, num, seed, truncation)
-    if "diversity" in metrics:
-        values["diversity"] = diversity_metric(sampler, rows, split, seed, truncation)
-    result = {
-        "metrics": values,
-        "provenance": {
-            "checkpoint": str(export), "step": step, "reference_split": str(split),
-            "num_generated": min(num, len(rows)) if "attr" in metrics else None,
-            "seed": seed, "truncation": truncation, "device": device,
-            "seconds": round(time.time() - started, 1), "versions": _versions(),
-        },
+    for lo in tqdm(range(0, len(mine), p.batch_size), desc="fake features", disable=not progress or rank != 0):
+        idx = mine[lo:lo + p.batch_size]
+        fm.update(torch.stack([dataset[i] for i in idx]), real=False, index=torch.tensor(idx))
+    return len(files), {"generated_features_s": round(time.time() - started, 2), "converted": dict(dataset.converted)}
+
+
+def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None = None, real: str | None = None,
+             out: str | None = None, device: str = "cpu", progress: bool = True) -> tuple[dict, Path | None]:
+    """Run the protocol's metrics; the main process writes the JSON result (and a metrics.jsonl line).
+
+    Either `checkpoint` (images generated for the captions of `p.data`) or `fake` (a folder of
+    images) is the generated side; the reference is `real` or else `p.data`.
+    """
+    if (checkpoint is None) == (fake is None):
+        raise GanError("give exactly one generated source: --checkpoint RUN or --fake FOLDER")
+    device = _init_processes() or torch.device(device)
+    rank, size = world()
+    started = time.time()
+    split = Path(p.data) if p.data else None
+    reference = Path(real) if real else split
+    feature_metrics = [m for m in p.metrics if m in FEATURE_METRICS]
+    rows = None
+    if checkpoint is not None:
+        if split is None or not (split / "metadata.jsonl").is_file():
+            raise GanError(f"--data {p.data or '(not given)'}: generating needs a split folder with metadata.jsonl "
+                           f"whose captions are the prompts (e.g. datasets/shapes/test)")
+        rows = read_metadata(split)
+        if not rows:
+            raise GanError(f"{split}/metadata.jsonl: no rows")
+    elif any(m in ("attr", "diversity") for m in p.metrics):
+        raise GanError("metrics 'attr' and 'diversity' need --checkpoint (a generator and the captions of --data)")
+    if feature_metrics and reference is None:
+        raise GanError("feature metrics need a reference: --real FOLDER or --data SPLIT")
+
+    ref_rows = read_metadata(reference) if reference and (reference / "metadata.jsonl").is_file() else None
+    backbone_name = _resolve_backbone_name(p, ref_rows)
+    fm, backbone, ref_info = None, None, {}
+    timing: dict = {}
+    if feature_metrics:
+        from gan.metrics.backbones import build_backbone
+        from gan.metrics.reference import reference_features
+
+        if backbone_name == "dataset" and ref_rows is None:
+            raise GanError("backbone 'dataset' needs a reference split of the built-in data (with attributes); "
+                           "use --backbone inception for plain folders")
+        resolution = None
+        sampler = None
+        if checkpoint is not None:
+            sampler = Sampler.from_pretrained(checkpoint, device=device)
+            resolution = sampler.resolution
+        with _main_process_first():  # the dataset backbone may train and cache a classifier
+            backbone = build_backbone(
+                backbone_name, inception_weights=p.inception_weights or None, resize=p.resize,
+                dataset_root=str(reference.resolve().parent) if backbone_name == "dataset" else None,
+                resolution=resolution or 32, weights=p.backbone_weights or None, device=device)
+        fm = FeatureMetrics(backbone, feature_metrics, kid_subset_size=p.kid_subset_size, kid_subsets=p.kid_subsets,
+                            pr_k=p.pr_k, dc_k=p.dc_k, is_splits=p.is_splits,
+                            allow_rank_deficient=p.allow_rank_deficient, seed=p.seed)
+        if fm.needs_real:
+            t0 = time.time()
+            features, ref_info = reference_features(reference, fm, num_real=p.num_real, batch_size=p.batch_size,
+                                                    progress=progress)
+            fm.set_reference(features)
+            timing["reference_s"] = round(time.time() - t0, 2)
+    else:
+        sampler = Sampler.from_pretrained(checkpoint, device=device) if checkpoint is not None else None
+
+    values: dict = {}
+    generated_info: dict = {}
+    if checkpoint is not None:
+        images, t = _generate_pass(sampler, rows, p, fm, keep_images="attr" in p.metrics, progress=progress)
+        timing.update(t)
+        num_generated = p.num
+        if "attr" in p.metrics and rank == 0:
+            values["attr"] = attribute_metric(images, rows, split)
+    else:
+        num_generated, generated_info = _folder_pass(Path(fake), fm, p, progress)
+        timing["generated_features_s"] = generated_info.pop("generated_features_s")
+    if fm is not None:
+        t0 = time.time()
+        values.update({k: v for k, v in fm.compute().items() if k not in ("num_generated", "num_real")})
+        timing["metrics_s"] = round(time.time() - t0, 2)
+    if "diversity" in p.metrics and rank == 0:
+        values["diversity"] = diversity_metric(sampler, rows, split, p.seed, p.truncation or None)
+    timing["total_s"] = round(time.time() - started, 2)
+    if rank != 0:
+        return {}, None
+
+    export = resolve_export(checkpoint) if checkpoint else None
+    step = json.loads((export / CONDITION_FILE).read_text()).get("step") if export else None
+    common = {
+        "generated": str(export) if export else str(Path(fake)), "step": step,
+        "num_generated": num_generated, "reference": str(reference) if reference else None,
+        "seed": p.seed, "truncation": p.truncation or None, "protocol": p.name or None,
     }
-    run_dir = export.parent if export.name == "generator" else None
-    path = Path(out) if out else (run_dir or Path.cwd()) / f"eval-{'-'.join(metrics)}.json"
+    provenance = {}
+    for m in p.metrics:
+        entry = {"metric": m, **common}
+        if m in FEATURE_METRICS:
+            n_real = ref_info.get("count")
+            ref_name = reference.name if reference else ""
+            entry.update({"name": f"{m}{_count_label(num_generated)}_{ref_name}_{backbone.name}",
+                          "backbone": backbone.provenance(), "resize": backbone.resize,
+                          "weights_sha256": backbone.weights_sha256, "num_real": n_real if m != "is" else None,
+                          "reference_cache": ref_info.get("cache")})
+            entry["settings"] = {"kid": {"subset_size": p.kid_subset_size, "subsets": p.kid_subsets},
+                                 "pr": {"k": p.pr_k, "dc_k": p.dc_k}, "is": {"splits": p.is_splits},
+                                 "fid": {"allow_rank_deficient": p.allow_rank_deficient}}[m]
+        elif m == "attr":
+            entry["classifier"] = "gan.metrics.attributes, trained on the reference dataset's train split"
+        provenance[m] = entry
+    result = {"metrics": values, "provenance": provenance,
+              "run": {"protocol": to_dict(p), "processes": size, "device": str(device), "timing": timing,
+                      "converted_images": {**generated_info.get("converted", {})}, "versions": versions()}}
+    run_dir = export.parent if export is not None and export.name == "generator" else None
+    path = Path(out) if out else (run_dir or Path.cwd()) / f"eval-{'-'.join(p.metrics)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     if run_dir is not None:
@@ -131,8 +288,19 @@ def evaluate(checkpoint: str, data: str, metrics: list[str], num: int = 2000, se
     return result, path
 
 
+_SCALARS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage")
+
+
 def print_table(result: dict) -> None:
     m = result["metrics"]
+    scalars = [(k, m[k]) for k in _SCALARS if k in m]
+    if scalars:
+        base = {k: v for k, v in result["provenance"].items() if k in FEATURE_METRICS}
+        any_entry = next(iter(base.values()))
+        print(f"feature metrics ({any_entry['backbone']['name']} features, resize {any_entry['resize']}, "
+              f"{any_entry['num_generated']} generated vs {any_entry['num_real']} reference)")
+        for k, v in scalars:
+            print(f"  {k:<12}{v:>14.6g}")
     if "attr" in m:
         print(f"{'attribute accuracy':<22}" + "".join(f"{k:>10}" for k in ("color", "shape", "size", "position", "mean", "all")))
         for name, acc in m["attr"].items():

@@ -87,5 +87,19 @@ def matching_aware_gp(
     return k * sq_norm.pow(p / 2.0).mean()
 
 
+def mode_seeking(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                 eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al., 2019) for two fakes of the SAME conditions.
+
+    ratio = mean|G(z_a, c) - G(z_b, c)| / mean|z_a - z_b|; the loss 1 / (ratio + eps) is large
+    when different noise gives the same image (mode collapse) and fades as they differ.
+    """
+    if fake_a.shape != fake_b.shape or z_a.shape != z_b.shape:
+        raise ValueError(f"mode_seeking: shapes differ: fakes {tuple(fake_a.shape)} vs {tuple(fake_b.shape)}, "
+                         f"noise {tuple(z_a.shape)} vs {tuple(z_b.shape)}")
+    ratio = (fake_a.float() - fake_b.float()).abs().mean() / (z_a.float() - z_b.float()).abs().mean()
+    return 1.0 / (ratio + eps)
+
+
 D_LOSSES = {"hinge": d_hinge, "nonsaturating": d_nonsaturating}
 G_LOSSES = {"hinge": g_hinge, "nonsaturating": g_nonsaturating}

@@ -106,6 +106,14 @@ class Sampler:
         check_prompts(prompts)
         g = torch.Generator().manual_seed(seed)
         z = ConditionalGenerator.sample_noise(len(prompts), self.generator.config.z_dim, g, truncation)
+        return self.generate_with_noise(prompts, z, batch_size)
+
+    @torch.no_grad()
+    def generate_with_noise(self, prompts: list[str], z: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Image i from prompts[i] and noise z[i]: (P, 3, R, R). A shard of an evaluation set
+        passes its own rows of one seeded noise matrix, so sharding never changes an image."""
+        if len(prompts) != len(z):
+            raise ValueError(f"generate_with_noise: {len(prompts)} prompts for {len(z)} noise vectors")
         out = [self._run(z[lo:lo + batch_size], self.encoder.encode(prompts[lo:lo + batch_size]))
                for lo in range(0, len(prompts), batch_size)]
         return torch.cat(out)
@@ -117,9 +125,14 @@ def _repeat(emb, p: int, n: int):
                      mask=emb.mask[p:p + 1].expand(n, -1))
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) in [-1, 1] -> uint8, rounded exactly as the saved PNG files are."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) in [-1, 1] -> RGB PIL image."""
-    arr = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    arr = to_uint8(image).permute(1, 2, 0).numpy()
     return Image.fromarray(np.ascontiguousarray(arr), "RGB")
 
 

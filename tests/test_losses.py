@@ -117,3 +117,15 @@ def test_penalties_need_inputs_that_require_grad():
     xg = x.clone().requires_grad_()
     with pytest.raises(ValueError, match="cond"):
         matching_aware_gp(xg.sum(dim=1), xg, torch.randn(2, 4))
+
+
+def test_mode_seeking_is_the_inverse_distance_ratio():
+    from gan.losses import mode_seeking
+
+    a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
+    za, zb = torch.zeros(2, 8), torch.full((2, 8), 2.0)
+    # mean|a-b| = 0.5, mean|za-zb| = 2 -> ratio 0.25 -> loss 1 / 0.25
+    assert mode_seeking(a, b, za, zb, eps=0.0).item() == pytest.approx(4.0)
+    assert mode_seeking(a, a, za, zb).item() == pytest.approx(1e5)  # identical images: collapse, maximal
+    with pytest.raises(ValueError, match="shapes differ"):
+        mode_seeking(a, b[:1], za, zb)

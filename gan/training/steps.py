@@ -23,6 +23,10 @@ class Condition:
     def detached(self) -> "Condition":
         return Condition(self.pooled.detach(), None if self.tokens is None else self.tokens.detach(), self.mask)
 
+    def subset(self, k: int) -> "Condition":
+        return Condition(self.pooled[:k], None if self.tokens is None else self.tokens[:k],
+                         None if self.mask is None else self.mask[:k])
+
     def mismatched(self) -> torch.Tensor:
         # Shift by one: each real image is paired with its neighbour's caption.
         return self.pooled.roll(1, dims=0)
@@ -80,3 +84,14 @@ def generator_step(D, fake, cond: Condition, *, kind: str, augment: str, autocas
         logits = D(_augment(fake, augment), cond.pooled).float()
     g_loss = losses.G_LOSSES[kind](logits)
     return g_loss, {"loss/g": g_loss.detach()}
+
+
+def mode_seeking_step(G, fake, z, cond: Condition, *, fraction: float, autocast):
+    """MSGAN term: a second noise draw for the first k conditions must give other images."""
+    k = max(1, int(fake.shape[0] * fraction))
+    z_b = torch.randn(k, z.shape[1], device=z.device)
+    part = cond.subset(k)
+    with autocast():
+        fake_b = G(z_b, part.pooled, part.tokens, part.mask)
+    loss = losses.mode_seeking(fake[:k], fake_b, z[:k], z_b)
+    return loss, {"loss/mode_seeking": loss.detach()}

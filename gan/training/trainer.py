@@ -32,7 +32,7 @@ from gan.models.generator import ConditionalGenerator
 from gan.sampling import CONDITION_FILE, Sampler, labelled_grid
 from gan.training import checkpoint as ckpt
 from gan.training.batches import ResumableBatchSampler
-from gan.training.steps import Condition, discriminator_step, generator_step
+from gan.training.steps import Condition, discriminator_step, generator_step, mode_seeking_step
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -123,6 +123,11 @@ class Trainer:
                                  pin_memory=acc.device.type == "cuda",
                                  generator=torch.Generator().manual_seed(cfg.train.seed))
         self.sample_prompts = self._sample_prompts()
+        self.periodic_eval = None
+        if cfg.train.eval_every:
+            from gan.training.periodic_eval import PeriodicEval
+
+            self.periodic_eval = PeriodicEval(cfg, acc.device, progress=acc.is_main_process)
 
     def _sample_prompts(self) -> list[str]:
         if self.cfg.train.sample_prompts:
@@ -205,6 +210,10 @@ class Trainer:
             if tracker.name == "tensorboard":
                 tracker.writer.add_image("samples", np.asarray(grid), self.step, dataformats="HWC")
 
+    def _evaluate(self):
+        G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
+        self._log(self.periodic_eval(G, self.encoder, self.cfg.text.use_tokens, self.accelerator.device))
+
     def _log(self, stats: dict):
         acc = self.accelerator
         values = {k: (v.item() if torch.is_tensor(v) else v) for k, v in stats.items()}
@@ -260,6 +269,8 @@ class Trainer:
             bar.set_postfix(d=f"{stats['loss/d'].item():.3f}", g=f"{stats['loss/g'].item():.3f}")
             if t.sample_every and self.step % t.sample_every == 0:
                 self._write_grid()
+            if self.periodic_eval is not None and self.step % t.eval_every == 0:
+                self._evaluate()
             if self.step % t.checkpoint_every == 0:
                 self._save()
                 last_saved = self.step
@@ -314,6 +325,10 @@ class Trainer:
         self.D.requires_grad_(False)  # G's loss must not leave gradients in D
         g_loss, g_stats = generator_step(D_raw, fake, g_cond, kind=l.kind, augment=l.diffaugment,
                                          autocast=autocast)
+        if l.mode_seeking_weight > 0:
+            ms, ms_stats = mode_seeking_step(self.G, fake, z, g_cond, fraction=l.mode_seeking_fraction,
+                                             autocast=autocast)
+            g_loss, g_stats = g_loss + l.mode_seeking_weight * ms, {**g_stats, **ms_stats}
         acc.backward(g_loss)
         if log_now:
             g_stats["grad_norm/g"] = self._grad_norm(self.G)

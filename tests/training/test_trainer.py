@@ -81,3 +81,22 @@ def test_gradient_accumulation_steps_optimizers_once_per_window(tiny_config):
     assert trainer.sampler.start == 0 and json.loads((run_dir / "checkpoint-3" / "train_state.json").read_text())["step"] == 3
     lines = (run_dir / "stats.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["speed/kimg"] == 3 * 2 * 4 / 1000  # samples seen count both micro-batches
+
+
+def test_periodic_evaluation_and_mode_seeking_are_logged(tiny_config):
+    cfg = load_config(tiny_config, ["train.run_name=evals", "train.sample_every=0", "train.eval_every=2",
+                                    "train.eval_num=12", 'train.eval_metrics=["fid", "kid", "attr"]',
+                                    "loss.mode_seeking_weight=1.0"])
+    run_dir = Trainer(cfg).train()
+    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/fid" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(r["eval/fid"] > 0 and 0 <= r["eval/attr_all_wordings"] <= 1 for r in evals)
+    assert "eval/kid" in evals[0] and all(r["loss/mode_seeking"] > 0 for r in rows if "loss/g" in r)
+
+
+def test_bad_eval_settings_are_config_errors(tiny_config):
+    with pytest.raises(GanError, match="train.eval_metrics"):
+        load_config(tiny_config, ['train.eval_metrics=["fid", "diversity"]'])
+    with pytest.raises(GanError, match="loss.mode_seeking_fraction"):
+        load_config(tiny_config, ["loss.mode_seeking_fraction=0"])
