@@ -8,7 +8,6 @@ The loss maths lives in `gan.losses` (via `gan.training.steps`); this file only 
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
 from pathlib import Path
