@@ -31,5 +31,4 @@ demo: setup
 		--num_cpu_threads_per_process $(NPROC) train_gan.py --config configs/t2i_shapes.toml --resume auto
 	$(BIN)/gan sample --checkpoint runs/t2i_shapes --prompt-file configs/t2i_shapes_prompts.txt \
 		--num 8 --out samples/demo
-	$(BIN)/gan eval --checkpoint runs/t2i_shapes --data datasets/shapes/test --metrics attr,diversity \
-		--out samples/demo/eval.json
+	$(BIN)/gan eval --protocol evaluate/t2i_shapes.toml --checkpoint runs/t2i_shapes --out samples/demo/eval.json

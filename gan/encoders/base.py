@@ -28,6 +28,11 @@ class TextEmbeddings:
         return self.pooled.shape[0]
 
 
+# Every modality's encoder returns this same triple: pooled vector, token sequence (words, audio
+# frames, image patches) and its mask.
+Embeddings = TextEmbeddings
+
+
 class TextEncoder(abc.ABC):
     """One small interface, chosen by name in the config (see `gan.encoders.build_text_encoder`)."""
 
