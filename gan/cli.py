@@ -179,10 +179,49 @@ def cmd_eval(args) -> None:
         print(f"wrote {path}")
 
 
+def _add_align(sub):
+    p = sub.add_parser("align", help="train an audio or image encoder into the text encoder's space (InfoNCE)",
+                       description="Afterwards a text-trained generator can be driven by audio or images: "
+                                   "gan sample --checkpoint RUN --audio clip.wav --audio-encoder OUT/encoder")
+    p.add_argument("--data", required=True, help="paired split, e.g. datasets/shapes/train")
+    p.add_argument("--modality", required=True, choices=["audio", "image"])
+    p.add_argument("--test", default=None, help="split for the retrieval accuracy (default: sibling test/)")
+    p.add_argument("--out", default=None, help="output folder (default runs/align_<modality>)")
+    p.add_argument("--text-encoder", default="minilm")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--width", type=int, default=32, help="student encoder base width")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_align)
+
+
+def cmd_align(args) -> None:
+    from gan.alignment import align
+
+    test = args.test
+    if test is None and (Path(args.data).parent / "test" / "metadata.jsonl").is_file():
+        test = str(Path(args.data).parent / "test")
+    out = args.out or f"runs/align_{args.modality}"
+    for name in ("steps", "batch_size"):
+        if getattr(args, name) < 1:
+            raise GanError(f"--{name.replace('_', '-')}: expected a positive integer")
+    result = align(args.data, args.modality, out, test=test, text_encoder=args.text_encoder, steps=args.steps,
+                   batch_size=args.batch_size, lr=args.lr, temperature=args.temperature, width=args.width,
+                   seed=args.seed)
+    if "test_retrieval" in result:
+        r = result["test_retrieval"]
+        print(f"{args.modality} -> caption retrieval on {test}: top-1 same attributes "
+              f"{r.get('top1_same_attributes', float('nan')):.3f} (chance {r.get('chance_same_attributes', 0):.3f}), "
+              f"exact row {r['top1_exact_row']:.3f}")
+    print(f"wrote {out}/encoder and {out}/align.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan", description="GAN Workbench: multimodal conditional GANs")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data, _add_train, _add_sample, _add_eval):
+    for add in (_add_data, _add_train, _add_sample, _add_eval, _add_align):
         add(sub)
     return parser
 

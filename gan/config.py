@@ -34,6 +34,20 @@ class TextConfig:
 
 
 @dataclass
+class ConditionConfig:
+    modalities: list[str] = field(default_factory=lambda: ["text"])  # what conditions G and D: text, audio, image
+    fusion: str = "auto"  # "auto" (none for one modality, concat for several) | "none" | "concat" | "weighted" | "attention" | "gated"
+    fusion_dim: int = 256  # width of the fused sentence-level condition
+    fusion_token_dim: int = 256  # width of the fused token sequence
+    weights: list[float] = field(default_factory=list)  # "weighted": fixed lambda per modality (modalities' order); [] = learned
+    modality_dropout: float = 0.0  # per-sample chance a modality is replaced by its learned null during training
+    audio_encoder: str = "scratch"  # "scratch" (trained with the GAN) | "torchaudio:<BUNDLE>" | folder of an aligned encoder (frozen)
+    image_encoder: str = "scratch"  # "scratch" (trained with the GAN) | folder of an aligned encoder (frozen)
+    encoder_width: int = 32  # base width of scratch audio/image encoders
+    encoder_dim: int = 128  # pooled and token width of scratch audio/image encoders
+
+
+@dataclass
 class ModelConfig:
     z_dim: int = 128  # noise dimension
     g_channels: int = 32  # generator base width (channels at the output resolution)
@@ -62,7 +76,7 @@ class OptimConfig:
     d_lr: float = 4e-4  # discriminator Adam learning rate (TTUR)
     beta1: float = 0.0
     beta2: float = 0.9
-    text_lr: float = 2e-4  # learning rate of a trainable (learned) text encoder
+    text_lr: float = 2e-4  # learning rate of trainable condition modules (learned text, scratch audio/image encoders, fusion)
 
 
 @dataclass
@@ -95,13 +109,14 @@ class Config:
     task: str = "text-to-image"
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-TASKS = ("text-to-image",)
+TASKS = ("text-to-image", "conditional-image")  # both: an image from the condition.modalities
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -221,6 +236,18 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise bad(key, "a positive integer")
+    c = cfg.condition
+    mods = c.modalities
+    if not mods or len(set(mods)) != len(mods) or any(m not in ("text", "audio", "image") for m in mods):
+        raise bad("condition.modalities", f"distinct names among text, audio, image; got {mods}")
+    if c.fusion not in ("auto", "none", "concat", "weighted", "attention", "gated"):
+        raise bad("condition.fusion", f"auto, none, concat, weighted, attention or gated; got {c.fusion!r}")
+    if c.fusion == "none" and len(mods) > 1:
+        raise bad("condition.fusion", f"a fusion method for {len(mods)} modalities ('none' takes exactly one)")
+    if c.weights and (c.fusion != "weighted" or len(c.weights) != len(mods)):
+        raise bad("condition.weights", f"one lambda per modality {mods} with fusion = 'weighted'; got {c.weights}")
+    if not 0.0 <= c.modality_dropout < 1.0:
+        raise bad("condition.modality_dropout", f"a probability in [0, 1); got {c.modality_dropout}")
     if cfg.train.eval_every < 0 or cfg.train.eval_num < 1:
         raise bad("train.eval_every / train.eval_num", "eval_every >= 0 (0 = never) and eval_num >= 1")
     allowed = ("fid", "kid", "is", "pr", "attr")

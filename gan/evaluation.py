@@ -54,7 +54,7 @@ def attribute_metric(images: torch.Tensor, rows: list[dict], split: Path) -> dic
 
 
 def diversity_metric(sampler: Sampler, rows: list[dict], split: Path, seed: int, truncation, prompts: int = 8,
-                     per_prompt: int = 32) -> dict:
+                     per_prompt: int = 32, modalities: list[str] | None = None) -> dict:
     """Ratios for the captions of the split's first `prompts` distinct attribute combinations.
 
     The real references are drawn fresh by the shapes generator (`per_prompt` per combination,
@@ -77,7 +77,8 @@ def diversity_metric(sampler: Sampler, rows: list[dict], split: Path, seed: int,
         real = torch.stack([
             torch.from_numpy(np.array(render(row["attributes"], sampler.resolution, rng)[0])).permute(2, 0, 1)
             for _ in range(per_prompt)]).float() / 127.5 - 1  # (N, 3, R, R)
-        fake = sampler.generate([row["text"]], per_prompt, seed=seed, truncation=truncation)[0]
+        cond = sampler.condition(**sampler.row_inputs([row], split, modalities))
+        fake = sampler.generate_from(cond, per_prompt, seed=seed, truncation=truncation)[0]
         per[row["text"]] = diversity_ratios(fake, real)
     names = ("background", "center_x", "center_y", "side")
     mean = {k: sum(v[k] for v in per.values()) / len(per) for k in names}
@@ -127,7 +128,7 @@ def _resolve_backbone_name(p: EvalProtocol, rows: list[dict] | None) -> str:
     return "dataset" if labelled else "inception"
 
 
-def _generate_pass(sampler: Sampler, rows: list[dict], p: EvalProtocol, fm: FeatureMetrics | None,
+def _generate_pass(sampler: Sampler, rows: list[dict], split: Path, p: EvalProtocol, fm: FeatureMetrics | None,
                    keep_images: bool, progress: bool):
     """Generate this process's shard of the N samples, feeding the feature metric as it goes."""
     from gan.models.generator import ConditionalGenerator
@@ -140,7 +141,8 @@ def _generate_pass(sampler: Sampler, rows: list[dict], p: EvalProtocol, fm: Feat
     for lo in tqdm(range(0, len(mine), p.batch_size), desc="generate", disable=not progress or rank != 0):
         idx = mine[lo:lo + p.batch_size]
         t0 = time.time()
-        images = to_uint8(sampler.generate_with_noise([rows[i % len(rows)]["text"] for i in idx], z[idx]))
+        inputs = sampler.row_inputs([rows[i % len(rows)] for i in idx], split, p.condition or None)
+        images = to_uint8(sampler.generate_with_noise(inputs, z[idx]))
         t1 = time.time()
         if fm is not None:
             fm.update(images, real=False, index=torch.tensor(idx))
@@ -198,6 +200,12 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
     if feature_metrics and reference is None:
         raise GanError("feature metrics need a reference: --real FOLDER or --data SPLIT")
 
+    sampler = None
+    if checkpoint is not None:
+        sampler = Sampler.from_pretrained(checkpoint, device=device)
+        for m, folder in (("audio", p.audio_encoder), ("image", p.image_encoder)):
+            if folder:  # zero-shot: drive a text generator through an aligned encoder
+                sampler.conditioner.add_aligned(m, folder)
     ref_rows = read_metadata(reference) if reference and (reference / "metadata.jsonl").is_file() else None
     backbone_name = _resolve_backbone_name(p, ref_rows)
     fm, backbone, ref_info = None, None, {}
@@ -209,11 +217,7 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
         if backbone_name == "dataset" and ref_rows is None:
             raise GanError("backbone 'dataset' needs a reference split of the built-in data (with attributes); "
                            "use --backbone inception for plain folders")
-        resolution = None
-        sampler = None
-        if checkpoint is not None:
-            sampler = Sampler.from_pretrained(checkpoint, device=device)
-            resolution = sampler.resolution
+        resolution = sampler.resolution if sampler is not None else None
         with _main_process_first():  # the dataset backbone may train and cache a classifier
             backbone = build_backbone(
                 backbone_name, inception_weights=p.inception_weights or None, resize=p.resize,
@@ -228,13 +232,11 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
                                                     progress=progress)
             fm.set_reference(features)
             timing["reference_s"] = round(time.time() - t0, 2)
-    else:
-        sampler = Sampler.from_pretrained(checkpoint, device=device) if checkpoint is not None else None
 
     values: dict = {}
     generated_info: dict = {}
     if checkpoint is not None:
-        images, t = _generate_pass(sampler, rows, p, fm, keep_images="attr" in p.metrics, progress=progress)
+        images, t = _generate_pass(sampler, rows, split, p, fm, keep_images="attr" in p.metrics, progress=progress)
         timing.update(t)
         num_generated = p.num
         if "attr" in p.metrics and rank == 0:
@@ -247,7 +249,8 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
         values.update({k: v for k, v in fm.compute().items() if k not in ("num_generated", "num_real")})
         timing["metrics_s"] = round(time.time() - t0, 2)
     if "diversity" in p.metrics and rank == 0:
-        values["diversity"] = diversity_metric(sampler, rows, split, p.seed, p.truncation or None)
+        values["diversity"] = diversity_metric(sampler, rows, split, p.seed, p.truncation or None,
+                                               modalities=p.condition or None)
     timing["total_s"] = round(time.time() - started, 2)
     if rank != 0:
         return {}, None

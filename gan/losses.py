@@ -101,5 +101,24 @@ def mode_seeking(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, 
     return 1.0 / (ratio + eps)
 
 
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07,
+             positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE on cosine similarity (CLIP's loss) for paired rows a[i] <-> b[i], (N, D) each.
+
+    Row i of a must pick b[i] among all b (and b[i] pick a[i]) at logits cos / temperature.
+    `positives` (N, N) bool marks other pairs that also match (e.g. captions with the same
+    content); they are removed from the negatives instead of being pushed apart.
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"info_nce: expected two (N, D) tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    logits = F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature  # (N, N)
+    n = a.shape[0]
+    if positives is not None:
+        others = positives.bool() & ~torch.eye(n, dtype=torch.bool, device=a.device)
+        logits = logits.masked_fill(others, float("-inf"))
+    targets = torch.arange(n, device=a.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
 D_LOSSES = {"hinge": d_hinge, "nonsaturating": d_nonsaturating}
 G_LOSSES = {"hinge": g_hinge, "nonsaturating": g_nonsaturating}

@@ -6,7 +6,6 @@ An export folder holds the EMA generator (`save_pretrained`: config.json + safet
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from gan.encoders import TextEncoder, load_text_encoder
 from gan.errors import GanError
 from gan.models.generator import ConditionalGenerator
 
@@ -44,60 +42,83 @@ def check_prompts(prompts: list[str]) -> list[str]:
 
 
 class Sampler:
-    """Text → images with a generator and its condition encoder."""
+    """Conditions (captions, sounds, pictures) -> images, with a generator and its Conditioner."""
 
-    def __init__(self, generator: ConditionalGenerator, encoder: TextEncoder, use_tokens: bool,
-                 device: str | torch.device = "cpu"):
+    def __init__(self, generator: ConditionalGenerator, conditioner, device: str | torch.device = "cpu"):
         self.generator = generator.eval().to(device)
-        self.encoder = encoder
-        self.use_tokens = use_tokens
+        self.conditioner = conditioner
         self.device = torch.device(device)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "Sampler":
+        from gan.conditioning import Conditioner, read_condition_spec
+
         folder = resolve_export(path)
-        try:
-            spec = json.loads((folder / CONDITION_FILE).read_text())
-            text_spec, use_tokens = spec["text_encoder"], bool(spec["use_tokens"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise GanError(f"{folder / CONDITION_FILE}: malformed ({e}); re-export the generator") from None
+        conditioner = Conditioner.from_export(folder, read_condition_spec(folder))
         try:
             generator = ConditionalGenerator.from_pretrained(folder)
         except (OSError, ValueError, RuntimeError) as e:
             raise GanError(f"{folder}: cannot load the generator weights: {e}") from None
-        return cls(generator, load_text_encoder(text_spec, folder), use_tokens, device)
+        return cls(generator, conditioner, device)
 
     @property
     def resolution(self) -> int:
         return self.generator.config.resolution
 
+    @property
+    def modalities(self) -> list[str]:
+        return self.conditioner.modalities
+
     def _run(self, z: torch.Tensor, emb) -> torch.Tensor:
         """z (B, Z) and B embeddings -> (B, 3, R, R) on the CPU."""
         dev = self.device
-        tokens = mask = None
-        if self.use_tokens:
-            tokens, mask = emb.tokens.to(dev), emb.mask.to(dev)
+        tokens = None if emb.tokens is None else emb.tokens.to(dev)
+        mask = None if emb.mask is None else emb.mask.to(dev)
         return self.generator(z.to(dev), emb.pooled.to(dev), tokens, mask).float().cpu()
+
+    def condition(self, texts=None, audio=None, images=None, weights=None):
+        """User inputs -> the condition; lists are paired element-wise (see Conditioner.encode)."""
+        if texts:
+            check_prompts(texts)
+        return self.conditioner.encode(texts=texts, audio=audio, images=images, weights=weights)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], num: int, seed: int = 0, truncation: float | None = None,
                  batch_size: int = 64) -> torch.Tensor:
-        """(P, num, 3, R, R) images in [-1, 1]. Column j uses the same noise for every prompt,
-        so a grid compares prompts at fixed noise; the result depends only on `seed`."""
+        """(P, num, 3, R, R) images in [-1, 1] for P prompts (see generate_from)."""
         check_prompts(prompts)
+        return self.generate_from(self.condition(texts=list(prompts)), num, seed, truncation, batch_size)
+
+    @torch.no_grad()
+    def generate_from(self, emb, num: int, seed: int = 0, truncation: float | None = None,
+                      batch_size: int = 64) -> torch.Tensor:
+        """(P, num, 3, R, R) for P conditions. Column j uses the same noise for every condition,
+        so a grid compares conditions at fixed noise; the result depends only on `seed`."""
         if num < 1:
             raise GanError(f"--num must be at least 1, got {num}")
         g = torch.Generator().manual_seed(seed)
         z = ConditionalGenerator.sample_noise(num, self.generator.config.z_dim, g, truncation)  # (N, Z)
-        emb = self.encoder.encode(list(prompts))  # all prompts in one encoder pass
         out = []
-        for p in range(len(prompts)):
+        for p in range(len(emb.pooled)):
             rows = []
             for lo in range(0, num, batch_size):
                 n = min(batch_size, num - lo)
                 rows.append(self._run(z[lo:lo + n], _repeat(emb, p, n)))
             out.append(torch.cat(rows))
         return torch.stack(out)
+
+    def row_inputs(self, rows: list[dict], folder: Path, modalities: list[str] | None = None) -> dict:
+        """The condition inputs of metadata rows: their captions, audio files and/or image files."""
+        fields = {"text": ("texts", "text"), "audio": ("audio", "audio_file"), "image": ("images", "file_name")}
+        out = {}
+        for m in modalities or self.modalities:
+            key, field = fields[m]
+            missing = [i for i, r in enumerate(rows) if not isinstance(r.get(field), str)]
+            if missing:
+                raise GanError(f"{folder}/metadata.jsonl: conditioning on {m} needs '{field}' on every row; "
+                               f"missing on {len(missing)} row(s)")
+            out[key] = [r[field] if m == "text" else str(Path(folder) / r[field]) for r in rows]
+        return out
 
     @torch.no_grad()
     def generate_each(self, prompts: list[str], seed: int = 0, truncation: float | None = None,
@@ -106,23 +127,28 @@ class Sampler:
         check_prompts(prompts)
         g = torch.Generator().manual_seed(seed)
         z = ConditionalGenerator.sample_noise(len(prompts), self.generator.config.z_dim, g, truncation)
-        return self.generate_with_noise(prompts, z, batch_size)
+        return self.generate_with_noise({"texts": list(prompts)}, z, batch_size)
 
     @torch.no_grad()
-    def generate_with_noise(self, prompts: list[str], z: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Image i from prompts[i] and noise z[i]: (P, 3, R, R). A shard of an evaluation set
-        passes its own rows of one seeded noise matrix, so sharding never changes an image."""
-        if len(prompts) != len(z):
-            raise ValueError(f"generate_with_noise: {len(prompts)} prompts for {len(z)} noise vectors")
-        out = [self._run(z[lo:lo + batch_size], self.encoder.encode(prompts[lo:lo + batch_size]))
-               for lo in range(0, len(prompts), batch_size)]
+    def generate_with_noise(self, inputs: dict, z: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Image i from condition i (inputs: texts/audio/images lists, paired) and noise z[i]:
+        (N, 3, R, R). A shard of an evaluation set passes its own rows of one seeded noise
+        matrix, so sharding never changes an image."""
+        n = len(z)
+        if any(len(v) != n for v in inputs.values()):
+            raise ValueError(f"generate_with_noise: {[len(v) for v in inputs.values()]} inputs for {n} noise vectors")
+        out = []
+        for lo in range(0, n, batch_size):
+            part = {k: v[lo:lo + batch_size] for k, v in inputs.items()}
+            out.append(self._run(z[lo:lo + batch_size], self.condition(**part)))
         return torch.cat(out)
 
 
 def _repeat(emb, p: int, n: int):
-    """The embeddings of prompt p, repeated n times along the batch."""
-    return type(emb)(pooled=emb.pooled[p:p + 1].expand(n, -1), tokens=emb.tokens[p:p + 1].expand(n, -1, -1),
-                     mask=emb.mask[p:p + 1].expand(n, -1))
+    """The embeddings of condition p, repeated n times along the batch."""
+    def rep(t, *rest):
+        return None if t is None else t[p:p + 1].expand(n, *rest)
+    return type(emb)(pooled=rep(emb.pooled, -1), tokens=rep(emb.tokens, -1, -1), mask=rep(emb.mask, -1))
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -129,3 +129,20 @@ def test_mode_seeking_is_the_inverse_distance_ratio():
     assert mode_seeking(a, a, za, zb).item() == pytest.approx(1e5)  # identical images: collapse, maximal
     with pytest.raises(ValueError, match="shapes differ"):
         mode_seeking(a, b[:1], za, zb)
+
+
+def test_info_nce_closed_form_and_masking():
+    import math
+
+    from gan.losses import info_nce
+
+    a = torch.eye(3)
+    # perfectly aligned orthogonal pairs: logits 1/t on the diagonal, 0 elsewhere
+    t = 0.5
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2))
+    assert info_nce(a, a, t).item() == pytest.approx(expected, rel=1e-6)
+    b = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0]])  # rows 0 and 1 share one caption vector
+    same = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    assert info_nce(b, b, t, positives=same).item() < info_nce(b, b, t).item()
+    with pytest.raises(ValueError, match="one shape"):
+        info_nce(a, a[:2])

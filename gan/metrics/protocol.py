@@ -45,6 +45,10 @@ class EvalProtocol:
     dc_k: int = 5  # density/coverage: k (Naeem et al.)
     is_splits: int = 10  # Inception Score: number of splits
     allow_rank_deficient: bool = False  # compute FID even when samples <= feature dim (biased; recorded)
+    condition: list[str] = field(default_factory=list)  # which row fields drive the generator (text, audio,
+    #                                                      image); [] = the modalities it was trained on
+    audio_encoder: str = ""  # zero-shot: an encoder aligned to a text generator's space (gan align) for audio
+    image_encoder: str = ""  # zero-shot: the same for images
 
 
 def load_protocol(path: str | Path | None = None, overrides: dict | None = None) -> EvalProtocol:
@@ -69,6 +73,8 @@ def validate_protocol(p: EvalProtocol) -> None:
     for key in ("num", "batch_size", "kid_subset_size", "kid_subsets", "pr_k", "dc_k", "is_splits"):
         if getattr(p, key) < 1:
             raise GanError(f"{key}: expected a positive integer, got {getattr(p, key)}")
+    if any(m not in ("text", "audio", "image") for m in p.condition):
+        raise GanError(f"condition: expected names among text, audio, image; got {p.condition}")
     if p.num_real < 0 or p.truncation < 0:
         raise GanError("num_real and truncation must be >= 0 (0 = all / none)")
 

@@ -48,13 +48,13 @@ class PeriodicEval:
                 features, _ = reference_features(self.split, self.fm, progress=progress)
                 self.fm.set_reference(features)
 
-    def __call__(self, generator, encoder, use_tokens: bool, device) -> dict[str, float]:
+    def __call__(self, generator, conditioner, device) -> dict[str, float]:
         from gan.evaluation import _generate_pass, attribute_metric
         from gan.metrics.features import world
 
         was_training = generator.training
-        sampler = Sampler(generator, encoder, use_tokens, device)
-        images, _ = _generate_pass(sampler, self.rows, self.protocol, self.fm,
+        sampler = Sampler(generator, conditioner, device)
+        images, _ = _generate_pass(sampler, self.rows, self.split, self.protocol, self.fm,
                                    keep_images="attr" in self.protocol.metrics, progress=False)
         generator.train(was_training)
         out: dict[str, float] = {}

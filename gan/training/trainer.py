@@ -22,14 +22,14 @@ from tqdm.auto import tqdm
 
 from gan.config import Config, to_toml
 from gan.data.dataset import ImageTextDataset
-from gan.encoders import build_text_encoder
-from gan.encoders.cache import cached_text_embeddings
+from gan.conditioning import build_conditioner
 from gan.errors import GanError
 from gan.models.discriminator import ProjectionDiscriminator
 from gan.models.ema import EMA
 from gan.models.generator import ConditionalGenerator
 from gan.sampling import CONDITION_FILE, Sampler, labelled_grid
 from gan.training import checkpoint as ckpt
+from gan.training.condition_inputs import ConditionInputs
 from gan.training.batches import ResumableBatchSampler
 from gan.training.steps import Condition, discriminator_step, generator_step, mode_seeking_step
 
@@ -81,32 +81,29 @@ class Trainer:
         root = Path(cfg.data.root)
         split = root / cfg.data.train_split
         self.dataset = ImageTextDataset(split, cfg.data.resolution)
-        extra = {"texts": self.dataset.texts} if cfg.text.encoder == "learned" else {}
-        self.encoder = build_text_encoder(cfg.text.encoder, **extra)
-        if not self.encoder.trainable:
-            # One process computes the cache; the others then read it.
-            with acc.main_process_first():
-                self.text_cache = cached_text_embeddings(
-                    self.encoder, self.dataset.texts, root / ".cache", progress=acc.is_main_process)
-        token_dim = self.encoder.token_dim if cfg.text.use_tokens else None
-        G, D = build_models(cfg, self.encoder.pooled_dim, token_dim)
+        self.conditioner = build_conditioner(cfg, self.dataset.texts)
+        self.cond_inputs = ConditionInputs(cfg, self.dataset, self.conditioner, acc.main_process_first,
+                                           progress=acc.is_main_process)
+        G, D = build_models(cfg, self.conditioner.cond_dim, self.conditioner.token_dim)
         if cfg.train.channels_last:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         o = cfg.optim
         betas = (o.beta1, o.beta2)
         d_groups = [{"params": D.parameters(), "lr": o.d_lr}]
-        if self.encoder.trainable:
-            # A learned encoder is trained through D's loss (matched vs mismatched captions);
-            # G sees its output detached, so G cannot shape the condition to fool D.
-            d_groups.append({"params": self.encoder.parameters(), "lr": o.text_lr})
+        if self.conditioner.trainable:
+            # Trainable condition modules (learned/scratch encoders, fusion) learn through D's loss
+            # (matched vs mismatched pairs); G sees their output detached, so G cannot shape the
+            # condition to fool D.
+            d_groups.append({"params": self.conditioner.parameters(), "lr": o.text_lr})
         opt_g = torch.optim.Adam(G.parameters(), lr=o.g_lr, betas=betas)
         opt_d = torch.optim.Adam(d_groups, betas=betas)
         self.ema = EMA(G, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-        if self.encoder.trainable:
+        if self.conditioner.trainable:
             # Called through its (possibly DDP-wrapped) forward so its gradients are all-reduced.
-            G, D, self.text_model, opt_g, opt_d = acc.prepare(G, D, self.encoder, opt_g, opt_d)
+            G, D, self.cond_model, opt_g, opt_d = acc.prepare(G, D, self.conditioner, opt_g, opt_d)
         else:
             G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+            self.cond_model = self.conditioner
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
         if self.ema is not None:
             self.ema.model.to(acc.device)
@@ -121,32 +118,32 @@ class Trainer:
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
                                  pin_memory=acc.device.type == "cuda",
                                  generator=torch.Generator().manual_seed(cfg.train.seed))
-        self.sample_prompts = self._sample_prompts()
+        self.grid_rows, self.grid_folder = self._grid_rows()
         self.periodic_eval = None
         if cfg.train.eval_every:
             from gan.training.periodic_eval import PeriodicEval
 
             self.periodic_eval = PeriodicEval(cfg, acc.device, progress=acc.is_main_process)
 
-    def _sample_prompts(self) -> list[str]:
-        if self.cfg.train.sample_prompts:
-            return list(self.cfg.train.sample_prompts)
+    def _grid_rows(self) -> tuple[list[dict], Path]:
+        """The fixed conditions of the sample grids: configured prompts, or the first 8 distinct
+        captions of the eval split (with their audio and image files, for other modalities)."""
         from gan.data.metadata import read_metadata
+
+        if self.cfg.train.sample_prompts:
+            return [{"text": t} for t in self.cfg.train.sample_prompts], Path(".")
         split = Path(self.cfg.data.root) / self.cfg.data.eval_split
-        texts = [r["text"] for r in read_metadata(split)] if split.is_dir() else self.dataset.texts
-        return list(dict.fromkeys(texts))[:8]
+        rows = read_metadata(split) if (split / "metadata.jsonl").is_file() else self.dataset.rows
+        folder = split if (split / "metadata.jsonl").is_file() else self.dataset.split_dir
+        distinct = {}
+        for r in rows:
+            distinct.setdefault(r["text"], r)
+        return list(distinct.values())[:8], folder
 
     # -- conditions -----------------------------------------------------------------------
-    def _condition(self, index: torch.Tensor) -> Condition:
-        dev = self.accelerator.device
-        if self.encoder.trainable:
-            ids = self.encoder.token_ids([self.dataset.texts[i] for i in index.tolist()])
-            emb = self.text_model(ids.to(dev))
-        else:
-            emb = self.text_cache.lookup(index)
-        if not self.cfg.text.use_tokens:
-            return Condition(emb.pooled.to(dev), None, None)
-        return Condition(emb.pooled.to(dev), emb.tokens.to(dev), emb.mask.to(dev))
+    def _condition(self, index: torch.Tensor, real: torch.Tensor) -> Condition:
+        emb = self.cond_model(self.cond_inputs(index, real, self.accelerator.device))
+        return Condition(emb.pooled, emb.tokens, emb.mask)
 
     # -- checkpoints ----------------------------------------------------------------------
     def _save(self):
@@ -185,24 +182,22 @@ class Trainer:
         tmp = ckpt.temp_dir_for(final)
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
         G.save_pretrained(tmp)
-        spec = self.encoder.export(tmp)
+        spec = self.conditioner.export(tmp)
         (tmp / CONDITION_FILE).write_text(json.dumps(
-            {"task": self.cfg.task, "text_encoder": spec, "use_tokens": self.cfg.text.use_tokens,
-             "step": self.step, "ema": self.ema is not None}, indent=2))
+            {"task": self.cfg.task, **spec, "step": self.step, "ema": self.ema is not None}, indent=2))
         ckpt.replace_dir(tmp, final)
 
     # -- logging --------------------------------------------------------------------------
     def _write_grid(self):
-        if not self.accelerator.is_main_process or not self.sample_prompts:
+        if not self.accelerator.is_main_process or not self.grid_rows:
             return
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
-        sampler = Sampler(G, self.encoder, self.cfg.text.use_tokens, self.accelerator.device)
+        sampler = Sampler(G, self.conditioner, self.accelerator.device)
         with self.accelerator.autocast():
-            images = sampler.generate(self.sample_prompts, num=8, seed=self.cfg.train.seed)
+            cond = sampler.condition(**sampler.row_inputs(self.grid_rows, self.grid_folder))
+            images = sampler.generate_from(cond, num=8, seed=self.cfg.train.seed)
         G.train()  # the Sampler switched it to eval; for the live G that matters
-        if self.encoder.trainable:
-            self.encoder.train()
-        grid = labelled_grid(images, self.sample_prompts)
+        grid = labelled_grid(images, [r.get("text", "") for r in self.grid_rows])
         (self.run_dir / "samples").mkdir(exist_ok=True)
         grid.save(self.run_dir / "samples" / f"step-{self.step:07d}.png")
         for tracker in self.accelerator.trackers:
@@ -211,7 +206,7 @@ class Trainer:
 
     def _evaluate(self):
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
-        self._log(self.periodic_eval(G, self.encoder, self.cfg.text.use_tokens, self.accelerator.device))
+        self._log(self.periodic_eval(G, self.conditioner, self.accelerator.device))
 
     def _log(self, stats: dict):
         acc = self.accelerator
@@ -303,8 +298,8 @@ class Trainer:
         if cfg.train.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         index = batch["index"]
-        cond = self._condition(index)
-        g_cond = cond.detached() if self.encoder.trainable else cond
+        cond = self._condition(index, real)
+        g_cond = cond.detached() if self.conditioner.trainable else cond
         z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
         with autocast():
             fake = self.G(z, g_cond.pooled, g_cond.tokens, g_cond.mask)  # (B, 3, R, R)

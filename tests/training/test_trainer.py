@@ -52,9 +52,9 @@ def test_resume_is_bitwise_identical_to_straight_training(tiny_config):
 def test_learned_text_encoder_trains_and_exports(tiny_config):
     cfg = load_config(tiny_config, ["train.run_name=learned", "text.encoder=learned", "train.sample_every=0"])
     trainer = Trainer(cfg)
-    before = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.conditioner.encoder("text").state_dict().items()}
     run_dir = trainer.train()
-    after = trainer.encoder.state_dict()
+    after = trainer.conditioner.encoder("text").state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained through D's loss
     sampler = Sampler.from_pretrained(run_dir)
     images = sampler.generate(["a small red circle in the center"], num=2)
