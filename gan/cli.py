@@ -79,11 +79,21 @@ def cmd_data_check(args) -> None:
 
 
 def _add_sample(sub):
-    p = sub.add_parser("sample", help="generate images from a run folder or exported generator")
+    p = sub.add_parser("sample", help="generate images from a run folder or exported generator",
+                       description="Conditions: --prompt/--prompt-file, --audio and --image (each repeatable; "
+                                   "lists are paired one to one, a single item is repeated). A generator "
+                                   "trained on text only takes --audio/--image through an encoder aligned "
+                                   "by `gan align` (--audio-encoder / --image-encoder).")
     p.add_argument("--checkpoint", required=True, help="run folder (uses its generator/) or generator folder")
     p.add_argument("--prompt", action="append", default=[], help="text prompt (repeatable)")
     p.add_argument("--prompt-file", default=None, help="a text file with one prompt per line")
-    p.add_argument("--num", type=int, default=8, help="images per prompt")
+    p.add_argument("--audio", action="append", default=[], help="a WAV/FLAC file to condition on (repeatable)")
+    p.add_argument("--image", action="append", default=[], help="a PNG/JPEG whose content to vary (repeatable)")
+    p.add_argument("--weights", default=None,
+                   help="fusion weights for a 'weighted' generator, e.g. text=0.7,audio=0.3")
+    p.add_argument("--audio-encoder", default=None, help="aligned audio encoder folder (zero-shot, gan align)")
+    p.add_argument("--image-encoder", default=None, help="aligned image encoder folder (zero-shot, gan align)")
+    p.add_argument("--num", type=int, default=8, help="images per condition")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=None,
                    help="resample noise values beyond ±T (truncation trick); default: none")
@@ -91,6 +101,19 @@ def _add_sample(sub):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.set_defaults(func=cmd_sample)
+
+
+def parse_weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise GanError(f"--weights {text!r}: expected NAME=NUMBER pairs like text=0.7,audio=0.3") from None
+    return out
 
 
 def read_prompt_file(path: str) -> list[str]:
@@ -117,12 +140,33 @@ def cmd_sample(args) -> None:
     from gan.sampling import Sampler, check_prompts, save_samples
 
     prompts = list(args.prompt) + (read_prompt_file(args.prompt_file) if args.prompt_file else [])
-    check_prompts(prompts)
+    if prompts:
+        check_prompts(prompts)
+    if not (prompts or args.audio or args.image):
+        raise GanError("no condition given: pass --prompt TEXT (repeatable), --prompt-file FILE, --audio FILE "
+                       "or --image FILE")
     sampler = Sampler.from_pretrained(args.checkpoint, device=_device(args.device))
-    images = sampler.generate(prompts, args.num, seed=args.seed, truncation=args.truncation,
-                              batch_size=args.batch_size)
-    written = save_samples(images, prompts, Path(args.out))
+    for modality, folder in (("audio", args.audio_encoder), ("image", args.image_encoder)):
+        if folder:
+            sampler.conditioner.add_aligned(modality, folder)
+    cond = sampler.condition(texts=prompts or None, audio=args.audio or None, images=args.image or None,
+                             weights=parse_weights(args.weights))
+    images = sampler.generate_from(cond, args.num, seed=args.seed, truncation=args.truncation,
+                                   batch_size=args.batch_size)
+    labels = _labels(prompts, args.audio, args.image, len(images))
+    written = save_samples(images, labels, Path(args.out))
     print(f"wrote {len(written)} files to {args.out}")
+
+
+def _labels(prompts, audio, images, n) -> list[str]:
+    """One label per condition: its prompt and the names of its files."""
+    def pick(items, i):
+        return items[i] if len(items) > 1 else (items[0] if items else None)
+    out = []
+    for i in range(n):
+        parts = [pick(prompts, i), *(Path(x).name for x in (pick(audio, i), pick(images, i)) if x)]
+        out.append(" + ".join(p for p in parts if p))
+    return out
 
 
 def _add_eval(sub):
@@ -154,6 +198,10 @@ def _add_eval(sub):
     how.add_argument("--batch-size", type=int, default=None)
     how.add_argument("--kid-subset-size", type=int, default=None)
     how.add_argument("--kid-subsets", type=int, default=None)
+    how.add_argument("--condition", default=None,
+                     help="row fields that drive the generator: text, audio, image (default: what it was trained on)")
+    how.add_argument("--audio-encoder", default=None, help="zero-shot: audio encoder aligned by gan align")
+    how.add_argument("--image-encoder", default=None, help="zero-shot: image encoder aligned by gan align")
     how.add_argument("--allow-rank-deficient", action="store_true", default=None,
                      help="compute FID even with no more samples than feature dimensions (biased)")
     p.add_argument("--out", default=None, help="JSON result file (default: <run>/eval-<metrics>.json or ./)")
@@ -169,7 +217,9 @@ def cmd_eval(args) -> None:
              "resize": args.resize, "inception_weights": args.inception_weights,
              "backbone_weights": args.backbone_weights, "seed": args.seed, "truncation": args.truncation,
              "batch_size": args.batch_size, "kid_subset_size": args.kid_subset_size, "kid_subsets": args.kid_subsets,
-             "allow_rank_deficient": args.allow_rank_deficient,
+             "allow_rank_deficient": args.allow_rank_deficient, "audio_encoder": args.audio_encoder,
+             "image_encoder": args.image_encoder,
+             "condition": None if args.condition is None else [m.strip() for m in args.condition.split(",") if m.strip()],
              "metrics": None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]}
     protocol = load_protocol(args.protocol, given)
     result, path = evaluate(protocol, checkpoint=args.checkpoint, fake=args.fake, real=args.real, out=args.out,

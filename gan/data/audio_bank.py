@@ -2,7 +2,7 @@
 
 Decoding 20,000 WAV files every epoch would cost more than the GAN step, so the clips are read
 once (resampled to the encoder's rate, made mono, cropped or zero-padded to a fixed length) and
-stored as `<root>/.cache/audio-<split>-<key>.npy`, memory-mapped on later runs. int16 halves the
+stored as `<root>/.cache/audio-<split>-<key>.npy`, read back whole on later runs. int16 halves the
 memory of float32 and is what the WAVs hold anyway (20,000 one-second 16 kHz clips: 640 MB).
 """
 
@@ -37,9 +37,9 @@ def audio_bank(split_dir: str | Path, rows: list[dict], sample_rate: int = 16000
                        f"missing on line(s) {missing[:10]}")
     path = split_dir.parent / ".cache" / f"audio-{split_dir.name}-{_key(split_dir, sample_rate, length)}.npy"
     if path.is_file():
-        bank = np.load(path, mmap_mode="r", allow_pickle=False)
-        if bank.shape == (len(rows), length):
-            return torch.from_numpy(np.ascontiguousarray(bank))
+        bank = np.load(path, allow_pickle=False)
+        if bank.shape == (len(rows), length) and bank.dtype == np.int16:
+            return torch.from_numpy(bank)
     bank = np.zeros((len(rows), length), dtype=np.int16)
     for i, row in enumerate(tqdm(rows, desc=f"reading {split_dir.name} audio", disable=not progress)):
         wave, _ = load_audio(split_dir / row["audio_file"], sample_rate)  # (T,) float32 mono
