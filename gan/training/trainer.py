@@ -65,7 +65,10 @@ class Trainer:
             log_with="tensorboard" if t.tracker == "tensorboard" else None,
             project_dir=str(self.run_dir / "logs"),
             # No buffers to sync, and D is called outside DDP in the G step (see generator_step).
-            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+            # With several modalities, a batch may not use every fusion parameter (a modality's
+            # learned null only when it is dropped), which DDP must be told to expect.
+            kwargs_handlers=[DistributedDataParallelKwargs(
+                broadcast_buffers=False, find_unused_parameters=len(cfg.condition.modalities) > 1)],
         )
         self.resume_from = ckpt.resolve_resume(self.run_dir, resume)
         if self.resume_from is None and ckpt.list_checkpoints(self.run_dir):
