@@ -12,12 +12,11 @@ from gan.data.audio import PITCHES, PULSES, TIMBRES, sonify, write_wav
 from gan.encoders.audio import (
     AudioEncoder,
     LogMel,
-    TorchaudioPipelineEncoder,
     build_audio_encoder,
     load_audio,
     load_audio_encoder,
-    weights_file,
 )
+from gan.encoders.audio_pretrained import TorchaudioPipelineEncoder, weights_file
 from gan.errors import GanError
 
 TINY = dict(width=4, token_dim=8, pooled_dim=6, n_mels=32)
