@@ -246,6 +246,9 @@ def validate(cfg: Config) -> None:
         raise bad("condition.fusion", f"a fusion method for {len(mods)} modalities ('none' takes exactly one)")
     if c.weights and (c.fusion != "weighted" or len(c.weights) != len(mods)):
         raise bad("condition.weights", f"one lambda per modality {mods} with fusion = 'weighted'; got {c.weights}")
+    if cfg.train.sample_prompts and "text" not in mods:
+        raise bad("train.sample_prompts", f"no prompts: this model is conditioned on {mods}, not text "
+                  f"(its grids use the eval split's own clips/pictures)")
     if not 0.0 <= c.modality_dropout < 1.0:
         raise bad("condition.modality_dropout", f"a probability in [0, 1); got {c.modality_dropout}")
     if cfg.train.eval_every < 0 or cfg.train.eval_num < 1:

@@ -38,7 +38,6 @@ COVERAGE: dict[str, tuple[float, float]] = {  # per frame, frames not wholly dro
 }
 MAX_DROPPED = 2
 TRIES = 200  # elements tried while filling a mask up to its target coverage
-SEP = "\n  "
 
 
 def _hw(size, low: int = 8) -> tuple[int, int]:
@@ -109,7 +108,7 @@ def _strokes(rng, frames, h, w, moving: bool) -> np.ndarray:
     s = min(h, w)
     angle = rng.uniform(0, 2 * np.pi)
     velocity = np.array([np.cos(angle), np.sin(angle)]) * rng.uniform(1, 3) * s / 32 * moving
-    shifts = (np.arange(frames) - (frames - 1) / 2)[:, None] * velocity  # (T, 2), centred on mid-clip
+    shifts = (np.arange(frames) - (frames - 1) / 2)[:, None] * velocity  # (T, 2), 0 mid-clip
 
     def draw():
         pts, radius = _stroke(rng, h, w)
@@ -242,7 +241,7 @@ def apply_damage(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise GanError(f"apply_damage: expected frames (T, 3, H, W) and a bool mask (T, H, W), "
                        f"got frames {tuple(frames.shape)} and mask {tuple(mask.shape)} "
                        f"{mask.dtype}")
-    return frames.masked_fill(mask.unsqueeze(-3), 0.0)
+    return frames.masked_fill(mask.to(frames.device).unsqueeze(-3), 0.0)
 
 
 def _mask_name(name: str) -> str:

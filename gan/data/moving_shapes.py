@@ -174,7 +174,8 @@ def write_moving_shapes(out: str | Path, n_train: int, n_test: int, frames: int 
     streams: changing n_train does not change a single test clip.
     """
     out = Path(out)
-    checks = (("n_train", n_train, 1, None), ("n_test", n_test, 0, None), ("frames", frames, 2, 1000),
+    checks = (("n_train", n_train, 1, None), ("n_test", n_test, 0, None),
+              ("frames", frames, 2, 1000),
               ("size", size, 16, 512), ("seed", seed, 0, None))
     for name, value, low, high in checks:
         if not _is_int(value) or value < low or (high is not None and value > high):

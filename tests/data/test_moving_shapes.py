@@ -34,7 +34,8 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
 def test_layout_and_metadata(tiny):
@@ -66,9 +67,13 @@ def test_layout_and_metadata(tiny):
 def test_deterministic_by_seed(tiny, tmp_path):
     ms.write_moving_shapes(tmp_path / "same", 3, 2, FRAMES, SIZE, 0, False)
     ms.write_moving_shapes(tmp_path / "other", 1, 2, FRAMES, SIZE, 1, False)
-    assert _tree(tmp_path / "same") == _tree(tiny)
-    other = _tree(tmp_path / "other")
-    assert other["train/000000/00000.png"] != _tree(tiny)["train/000000/00000.png"]
+    ms.write_moving_shapes(tmp_path / "fewer", 1, 2, FRAMES, SIZE, 0, False)
+    base = _tree(tiny)
+    assert _tree(tmp_path / "same") == base
+    assert _tree(tmp_path / "other")["train/000000/00000.png"] != base["train/000000/00000.png"]
+    fewer = _tree(tmp_path / "fewer")  # test clips have their own seed stream
+    assert {k: v for k, v in fewer.items() if k.startswith("test/")} == {
+        k: v for k, v in base.items() if k.startswith("test/")}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -127,7 +132,7 @@ def test_render_clip_is_seeded_and_checks_arguments():
         ms.render_clip({**attrs, "color": "pink"}, 3, 16, np.random.default_rng(1))
 
 
-def test_write_refuses_bad_arguments_and_non_empty_out(tmp_path):
+def test_write_refuses_bad_arguments_and_cleans_up(tmp_path, monkeypatch):
     with pytest.raises(GanError, match="frames must be an integer in 2..1000"):
         ms.write_moving_shapes(tmp_path / "x", 1, 0, frames=1, progress=False)
     with pytest.raises(GanError, match="n_train"):
@@ -136,3 +141,16 @@ def test_write_refuses_bad_arguments_and_non_empty_out(tmp_path):
     (tmp_path / "taken" / "keep.txt").write_text("x")
     with pytest.raises(GanError, match="taken.*not empty"):
         ms.write_moving_shapes(tmp_path / "taken", 1, 0, progress=False)
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return np.zeros(16000, np.float32)
+
+    monkeypatch.setattr(ms, "sonify", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ms.write_moving_shapes(tmp_path / "half", 3, 0, frames=2, size=16, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no partial folder left
