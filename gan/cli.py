@@ -50,6 +50,15 @@ def _add_data(sub):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a dataset")
     s.set_defaults(func=cmd_data_shapes)
+    m = dsub.add_parser("moving-shapes", help="write the built-in video data (clips of moving shapes)")
+    m.add_argument("--out", default="datasets/moving_shapes")
+    m.add_argument("--train", type=int, default=4000, help="number of training clips")
+    m.add_argument("--test", type=int, default=400, help="number of test clips")
+    m.add_argument("--frames", type=int, default=8, help="frames per clip")
+    m.add_argument("--size", type=int, default=32, help="frame side in pixels")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a dataset")
+    m.set_defaults(func=cmd_data_moving_shapes)
     c = dsub.add_parser("check", help="validate a dataset folder (metadata.jsonl + files)")
     c.add_argument("path", help="a dataset root with split folders, or one split folder")
     c.add_argument("--resolution", type=int, default=None, help="also require this image size")
@@ -64,6 +73,17 @@ def cmd_data_shapes(args) -> None:
         print(f"{out} already exists; skipping (delete it to rebuild)")
         return
     write_shapes(out, args.train, args.test, size=args.size, seed=args.seed)
+    print(f"wrote {out}")
+
+
+def cmd_data_moving_shapes(args) -> None:
+    from gan.data.moving_shapes import write_moving_shapes
+
+    out = Path(args.out)
+    if args.if_missing and (out / "train" / "metadata.jsonl").is_file():
+        print(f"{out} already exists; skipping (delete it to rebuild)")
+        return
+    write_moving_shapes(out, args.train, args.test, frames=args.frames, size=args.size, seed=args.seed)
     print(f"wrote {out}")
 
 
