@@ -48,6 +48,18 @@ class ConditionConfig:
 
 
 @dataclass
+class RepairConfig:
+    frames: int = 8  # frames per training window (longer clips are repaired in overlapping windows)
+    damage: list[str] = field(default_factory=lambda: [
+        "strokes", "moving_strokes", "boxes", "dropped_frames", "scratches", "mixed"])  # kinds drawn per clip
+    hole_weight: float = 1.0  # L1 inside the holes
+    valid_weight: float = 1.0  # L1 on the known pixels (of the raw prediction, before compositing)
+    adv_weight: float = 0.01  # hinge adversarial term of the temporal PatchGAN (E2FGVI/ProPainter: 0.01)
+    perceptual_weight: float = 0.0  # VGG16 perceptual loss; > 0 needs vgg_weights
+    vgg_weights: str = ""  # local vgg16-397923af.pth (never downloaded)
+
+
+@dataclass
 class ModelConfig:
     z_dim: int = 128  # noise dimension
     g_channels: int = 32  # generator base width (channels at the output resolution)
@@ -110,13 +122,16 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
     condition: ConditionConfig = field(default_factory=ConditionConfig)
+    repair: RepairConfig = field(default_factory=RepairConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-TASKS = ("text-to-image", "conditional-image")  # both: an image from the condition.modalities
+# text-to-image and conditional-image: an image from condition.modalities; video-repair: fill the
+# damaged regions of clips (gan.training.repair_steps)
+TASKS = ("text-to-image", "conditional-image", "video-repair")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -251,6 +266,18 @@ def validate(cfg: Config) -> None:
                   f"(its grids use the eval split's own clips/pictures)")
     if not 0.0 <= c.modality_dropout < 1.0:
         raise bad("condition.modality_dropout", f"a probability in [0, 1); got {c.modality_dropout}")
+    if cfg.task == "video-repair":
+        from gan.data.damage import KINDS
+
+        bad_kinds = [k for k in cfg.repair.damage if k not in KINDS]
+        if bad_kinds or not cfg.repair.damage:
+            raise bad("repair.damage", f"a non-empty list of {', '.join(KINDS)}; got {cfg.repair.damage}")
+        if cfg.repair.frames < 2 or r % 4:
+            raise bad("repair.frames / data.resolution", "at least 2 frames and a resolution divisible by 4")
+        if cfg.repair.perceptual_weight > 0 and not cfg.repair.vgg_weights:
+            raise bad("repair.vgg_weights", "a local vgg16-397923af.pth when repair.perceptual_weight > 0")
+        if cfg.train.eval_every:
+            raise bad("train.eval_every", "0 for video-repair (evaluate with gan eval --metrics psnr,ssim,...)")
     if cfg.train.eval_every < 0 or cfg.train.eval_num < 1:
         raise bad("train.eval_every / train.eval_num", "eval_every >= 0 (0 = never) and eval_num >= 1")
     allowed = ("fid", "kid", "is", "pr", "attr")

@@ -83,17 +83,32 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         root = Path(cfg.data.root)
         split = root / cfg.data.train_split
-        self.dataset = ImageTextDataset(split, cfg.data.resolution)
-        self.conditioner = build_conditioner(cfg, self.dataset.texts)
-        self.cond_inputs = ConditionInputs(cfg, self.dataset, self.conditioner, acc.main_process_first,
-                                           progress=acc.is_main_process)
-        G, D = build_models(cfg, self.conditioner.cond_dim, self.conditioner.token_dim)
-        if cfg.train.channels_last:
+        self.repair = cfg.task == "video-repair"
+        if self.repair:
+            from gan.data.clips import ClipDataset
+            from gan.training.repair_steps import build_repair_models
+
+            self.dataset = ClipDataset(split, size=cfg.data.resolution)
+            self.conditioner = None  # conditioned repair (caption, audio track) is not wired yet
+            G, D = build_repair_models(cfg)
+            self.perceptual = None
+            if cfg.repair.perceptual_weight > 0:
+                from gan.repair.losses import VGGPerceptual
+
+                self.perceptual = VGGPerceptual(cfg.repair.vgg_weights).to(acc.device)
+        else:
+            self.dataset = ImageTextDataset(split, cfg.data.resolution)
+            self.conditioner = build_conditioner(cfg, self.dataset.texts)
+            self.cond_inputs = ConditionInputs(cfg, self.dataset, self.conditioner, acc.main_process_first,
+                                               progress=acc.is_main_process)
+            G, D = build_models(cfg, self.conditioner.cond_dim, self.conditioner.token_dim)
+        if cfg.train.channels_last and not self.repair:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         o = cfg.optim
         betas = (o.beta1, o.beta2)
         d_groups = [{"params": D.parameters(), "lr": o.d_lr}]
-        if self.conditioner.trainable:
+        trainable_condition = self.conditioner is not None and self.conditioner.trainable
+        if trainable_condition:
             # Trainable condition modules (learned/scratch encoders, fusion) learn through D's loss
             # (matched vs mismatched pairs); G sees their output detached, so G cannot shape the
             # condition to fool D.
@@ -101,7 +116,7 @@ class Trainer:
         opt_g = torch.optim.Adam(G.parameters(), lr=o.g_lr, betas=betas)
         opt_d = torch.optim.Adam(d_groups, betas=betas)
         self.ema = EMA(G, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-        if self.conditioner.trainable:
+        if trainable_condition:
             # Called through its (possibly DDP-wrapped) forward so its gradients are all-reduced.
             G, D, self.cond_model, opt_g, opt_d = acc.prepare(G, D, self.conditioner, opt_g, opt_d)
         else:
@@ -121,7 +136,7 @@ class Trainer:
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
                                  pin_memory=acc.device.type == "cuda",
                                  generator=torch.Generator().manual_seed(cfg.train.seed))
-        self.grid_rows, self.grid_folder = self._grid_rows()
+        self.grid_rows, self.grid_folder = ([], None) if self.repair else self._grid_rows()
         self.periodic_eval = None
         if cfg.train.eval_every:
             from gan.training.periodic_eval import PeriodicEval
@@ -185,13 +200,18 @@ class Trainer:
         tmp = ckpt.temp_dir_for(final)
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
         G.save_pretrained(tmp)
-        spec = self.conditioner.export(tmp)
+        if self.repair:
+            spec = {"modalities": [], "frames": self.cfg.repair.frames, "resolution": self.cfg.data.resolution}
+        else:
+            spec = self.conditioner.export(tmp)
         (tmp / CONDITION_FILE).write_text(json.dumps(
             {"task": self.cfg.task, **spec, "step": self.step, "ema": self.ema is not None}, indent=2))
         ckpt.replace_dir(tmp, final)
 
     # -- logging --------------------------------------------------------------------------
     def _write_grid(self):
+        if self.repair:
+            return self._write_repair_preview()
         if not self.accelerator.is_main_process or not self.grid_rows:
             return
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
@@ -246,10 +266,10 @@ class Trainer:
         last_saved = self.step if self.resume_from else -1
         stats: dict = {}
         while self.step < t.max_steps:
-            for _ in range(t.grad_accum):
+            for micro in range(t.grad_accum):
                 batch = next(data)
                 with acc.accumulate(self.G, self.D):
-                    stats = self._micro_step(batch, D_raw, autocast)
+                    stats = self._micro_step(batch, D_raw, autocast, micro)
             self.step += 1
             if self.ema is not None:
                 self.ema.update(acc.unwrap_model(self.G), self.step)
@@ -295,7 +315,46 @@ class Trainer:
         flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
-    def _micro_step(self, batch, D_raw, autocast) -> dict:
+    def _write_repair_preview(self):
+        """damaged | repaired | original for a few eval clips with fixed masks, as GIF and PNG strip."""
+        if not self.accelerator.is_main_process:
+            return
+        from gan.training.repair_steps import repair_preview
+
+        G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
+        split = Path(self.cfg.data.root) / self.cfg.data.eval_split
+        repair_preview(G, split if (split / "metadata.jsonl").is_file() else self.dataset.split_dir,
+                       self.cfg, self.run_dir / "samples", self.step, self.accelerator.device)
+        G.train()
+
+    def _repair_micro_step(self, batch, D_raw, autocast, micro: int) -> dict:
+        from gan.training.repair_steps import damage_masks, repair_discriminator_step, repair_generator_step
+
+        cfg, acc, r = self.cfg, self.accelerator, self.cfg.repair
+        real = batch["frames"].to(acc.device, non_blocking=True)  # (B, T, 3, H, W)
+        real = real[:, : r.frames]
+        mask = damage_masks(r.damage, real.shape[0], real.shape[1], cfg.data.resolution, seed=cfg.train.seed,
+                            step=self.step, rank=acc.process_index, micro=micro).to(acc.device)
+        with autocast():
+            composite, raw = self.G(real, mask, return_raw=True)  # (B, T, 3, H, W) each
+        self.D.requires_grad_(True)
+        d_loss, stats = repair_discriminator_step(self.D, real, composite.detach().float(), mask, autocast=autocast)
+        acc.backward(d_loss)
+        self.opt_d.step()
+        self.opt_d.zero_grad(set_to_none=True)
+        self.D.requires_grad_(False)
+        g_loss, g_stats = repair_generator_step(
+            D_raw, composite, raw, real, mask, hole_weight=r.hole_weight, valid_weight=r.valid_weight,
+            adv_weight=r.adv_weight, perceptual=self.perceptual, perceptual_weight=r.perceptual_weight,
+            autocast=autocast)
+        acc.backward(g_loss)
+        self.opt_g.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        return {**stats, **g_stats}
+
+    def _micro_step(self, batch, D_raw, autocast, micro: int = 0) -> dict:
+        if self.repair:
+            return self._repair_micro_step(batch, D_raw, autocast, micro)
         cfg, acc, l = self.cfg, self.accelerator, self.cfg.loss
         real = batch["image"].to(acc.device, non_blocking=True)
         if cfg.train.channels_last:
