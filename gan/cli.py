@@ -288,10 +288,32 @@ def cmd_align(args) -> None:
     print(f"wrote {out}/encoder and {out}/align.json")
 
 
+def _add_repair(sub):
+    p = sub.add_parser("repair", help="fill damaged regions of a clip with a video-repair model")
+    p.add_argument("--checkpoint", required=True, help="run folder or exported generator of a video-repair run")
+    p.add_argument("--input", required=True, help="a frame folder (PNG/JPEG sorted by name) or an animated GIF/WebP")
+    p.add_argument("--mask", default=None, help="folder of mask PNGs named like the frames, nonzero = hole")
+    p.add_argument("--damage", default=None,
+                   help="generate the holes instead: strokes, moving_strokes, boxes, dropped_frames, scratches, mixed")
+    p.add_argument("--seed", type=int, default=0, help="seed of --damage")
+    p.add_argument("--out", required=True, help="output folder: repaired frames (same names) and preview.gif")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_repair)
+
+
+def cmd_repair(args) -> None:
+    from gan.repair.run import repair
+
+    info = repair(args.checkpoint, args.input, args.out, mask=args.mask, damage=args.damage, seed=args.seed,
+                  device=_device(args.device))
+    print(f"repaired {info['frames']} frames of {info['size'][1]}x{info['size'][0]} ({info['hole_share']:.1%} holes, "
+          f"window {info['window']}) -> {args.out}; preview {info['preview']} ({info['panels']})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan", description="GAN Workbench: multimodal conditional GANs")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_data, _add_train, _add_sample, _add_eval, _add_align):
+    for add in (_add_data, _add_train, _add_sample, _add_eval, _add_align, _add_repair):
         add(sub)
     return parser
 

@@ -82,3 +82,28 @@ def test_repair_config_errors(repair_config):
         load_config(repair_config, ['repair.damage=["fire"]'])
     with pytest.raises(GanError, match="repair.vgg_weights"):
         load_config(repair_config, ["repair.perceptual_weight=0.1"])
+
+
+def test_gan_repair_command(repair_config, clips, tmp_path):
+    from gan.cli import main
+    from gan.data.clips import read_clip
+    from gan.data.damage import make_mask, save_masks
+
+    run = Trainer(load_config(repair_config, ["train.run_name=cli", "train.max_steps=1", "train.sample_every=0"])).train()
+    clip = clips / "test" / json.loads((clips / "test" / "metadata.jsonl").read_text().splitlines()[0])["clip"]
+    out = tmp_path / "fixed"
+    assert main(["repair", "--checkpoint", str(run), "--input", str(clip), "--damage", "boxes", "--seed", "3",
+                 "--out", str(out)]) == 0
+    original, names = read_clip(clip)
+    repaired, rnames = read_clip(out)
+    assert rnames == names and repaired.shape == original.shape and (out / "preview.gif").is_file()
+    holes = make_mask("boxes", len(names), original.shape[-2:], seed=3)
+    keep = ~holes[:, None].expand_as(original)
+    assert torch.equal(repaired[keep], original[keep])  # known pixels pass through exactly
+    masks = tmp_path / "masks"
+    save_masks(holes, masks, names)
+    assert main(["repair", "--checkpoint", str(run), "--input", str(clip), "--mask", str(masks),
+                 "--out", str(tmp_path / "m")]) == 0
+    assert main(["repair", "--checkpoint", str(run), "--input", str(clip), "--out", str(tmp_path / "x")]) == 2
+    assert main(["repair", "--checkpoint", str(run), "--input", str(tmp_path / "nope"), "--damage", "boxes",
+                 "--out", str(tmp_path / "y")]) == 2

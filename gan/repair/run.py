@@ -1,0 +1,60 @@
+"""`gan repair`: fill the damaged regions of a clip with an exported repair generator.
+
+The input is a frame folder or an animated GIF/WebP; the holes come from a folder of mask PNGs
+(nonzero = hole, named like the frames: the DAVIS/E2FGVI convention) or are generated
+(`--damage KIND --seed S`, then the input counts as the original and the preview shows it).
+Pixels under the mask are zeroed before the model sees them, so they are never read as content.
+Clips longer than the model's window go through overlapping windows; any frame size works.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from gan.errors import GanError
+from gan.sampling import CONDITION_FILE, resolve_export
+
+
+def load_repair_generator(checkpoint: str | Path):
+    """(generator, window) from a run folder or its generator/ export of a video-repair run."""
+    from gan.repair.models import RepairGenerator
+
+    folder = resolve_export(checkpoint)
+    spec = json.loads((folder / CONDITION_FILE).read_text())
+    if spec.get("task") != "video-repair":
+        raise GanError(f"--checkpoint {checkpoint}: a {spec.get('task', 'text-to-image')!r} model; gan repair needs "
+                       f"one trained with task = 'video-repair' (e.g. configs/repair_moving_shapes.toml)")
+    try:
+        return RepairGenerator.from_pretrained(folder).eval(), int(spec["frames"])
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise GanError(f"{folder}: cannot load the repair generator: {e}") from None
+
+
+def repair(checkpoint: str, input_path: str, out: str, *, mask: str | None = None, damage: str | None = None,
+           seed: int = 0, device: str = "cpu") -> dict:
+    from gan.data.clips import read_clip, side_by_side, to_uint8, write_frames, write_gif
+    from gan.data.damage import apply_damage, load_masks, make_mask, save_masks
+    from gan.training.repair_steps import repair_clip
+
+    if (mask is None) == (damage is None):
+        raise GanError("give the holes either as --mask FOLDER (mask PNGs named like the frames) or as "
+                       "--damage KIND --seed S")
+    G, window = load_repair_generator(checkpoint)
+    G.to(device)
+    frames, names = read_clip(input_path)  # (T, 3, H, W) uint8
+    T, _, H, W = frames.shape
+    holes = load_masks(mask, names, (H, W)) if mask else make_mask(damage, T, (H, W), seed=seed)  # (T, H, W)
+    x = frames.float() / 127.5 - 1
+    damaged = apply_damage(x, holes)
+    repaired = repair_clip(G, damaged, holes, window, device)
+    out_dir = Path(out)
+    write_frames(to_uint8(repaired), out_dir, names)
+    panels = [to_uint8(damaged), to_uint8(repaired)] + ([frames] if damage else [])
+    write_gif(side_by_side(*panels), out_dir / "preview.gif", fps=8)
+    if damage:
+        save_masks(holes, out_dir / "masks", names)
+    return {"frames": T, "size": [H, W], "window": window, "hole_share": holes.float().mean().item(),
+            "preview": str(out_dir / "preview.gif"), "panels": "damaged | repaired" + (" | original" if damage else "")}
