@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from gan.data.metadata import read_metadata
 from gan.errors import GanError
 from gan.metrics.features import FeatureMetrics, gather_rows, world
-from gan.metrics.protocol import FEATURE_METRICS, EvalProtocol, to_dict
+from gan.metrics.protocol import FEATURE_METRICS, REPAIR_METRICS, EvalProtocol, to_dict
 from gan.sampling import CONDITION_FILE, Sampler, resolve_export, to_uint8
 
 
@@ -181,6 +181,8 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
     """
     if (checkpoint is None) == (fake is None):
         raise GanError("give exactly one generated source: --checkpoint RUN or --fake FOLDER")
+    if checkpoint is not None and _task(checkpoint) == "video-repair":
+        return _evaluate_repair(p, checkpoint, out, device, progress)
     device = _init_processes() or torch.device(device)
     rank, size = world()
     started = time.time()
@@ -291,11 +293,48 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
     return result, path
 
 
+def _task(checkpoint: str) -> str:
+    return json.loads((resolve_export(checkpoint) / CONDITION_FILE).read_text()).get("task", "text-to-image")
+
+
+def _evaluate_repair(p: EvalProtocol, checkpoint: str, out: str | None, device, progress: bool):
+    from gan.repair.evaluate import evaluate_repair
+
+    bad = [m for m in p.metrics if m not in REPAIR_METRICS]
+    if bad:
+        raise GanError(f"metrics {bad} do not apply to a video-repair model; use {', '.join(REPAIR_METRICS)}")
+    started = time.time()
+    res = evaluate_repair(checkpoint, p.data, num=p.num, device=device, progress=progress)
+    export = resolve_export(checkpoint)
+    values = {method: {m: scores[m] for m in p.metrics} for method, scores in res["per_method"].items()}
+    result = {"metrics": values["model"], "baselines": {k: v for k, v in values.items() if k != "model"},
+              "per_kind": res["per_kind"],
+              "provenance": {m: {"metric": m, "generated": str(export), "reference": p.data, "clips": res["clips"],
+                                 "masks": f"gan.data.damage.fixed_eval_masks(seed={res['mask_seed']})",
+                                 "window": res["window"], "protocol": p.name or None} for m in p.metrics},
+              "run": {"protocol": to_dict(p), "seconds": round(time.time() - started, 1),
+                      "method_seconds": res["seconds"], "versions": versions()}}
+    run_dir = export.parent if export.name == "generator" else None
+    path = Path(out) if out else (run_dir or Path.cwd()) / f"eval-{'-'.join(p.metrics)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    if run_dir is not None:
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result, path
+
+
 _SCALARS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage")
 
 
 def print_table(result: dict) -> None:
     m = result["metrics"]
+    if "baselines" in result:  # video repair: the model against the baselines
+        names = list(m)
+        print(f"{'method':<18}" + "".join(f"{k:>11}" for k in names))
+        for method, scores in {"model": m, **result["baselines"]}.items():
+            print(f"{method:<18}" + "".join(f"{scores[k]:>11.4f}" for k in names))
+        return
     scalars = [(k, m[k]) for k in _SCALARS if k in m]
     if scalars:
         base = {k: v for k, v in result["provenance"].items() if k in FEATURE_METRICS}

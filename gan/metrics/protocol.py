@@ -19,7 +19,9 @@ from gan.errors import GanError
 FEATURE_METRICS = ("fid", "kid", "is", "pr")
 # ... and metrics of the built-in data that read generated pixels directly.
 PIXEL_METRICS = ("attr", "diversity")
-METRICS = FEATURE_METRICS + PIXEL_METRICS
+# ... and those of video repair (gan.repair.evaluate), against the baselines on fixed masks.
+REPAIR_METRICS = ("psnr", "ssim", "hole_psnr", "hole_ssim", "temporal")
+METRICS = FEATURE_METRICS + PIXEL_METRICS + REPAIR_METRICS
 RESIZE_MODES = ("tf-bilinear", "antialias")
 
 

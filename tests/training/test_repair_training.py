@@ -107,3 +107,20 @@ def test_gan_repair_command(repair_config, clips, tmp_path):
     assert main(["repair", "--checkpoint", str(run), "--input", str(clip), "--out", str(tmp_path / "x")]) == 2
     assert main(["repair", "--checkpoint", str(run), "--input", str(tmp_path / "nope"), "--damage", "boxes",
                  "--out", str(tmp_path / "y")]) == 2
+
+
+def test_gan_eval_scores_repair_against_the_baselines(repair_config, clips, tmp_path):
+    from gan.cli import main
+
+    run = Trainer(load_config(repair_config, ["train.run_name=ev", "train.max_steps=1", "train.sample_every=0"])).train()
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(run), "--data", str(clips / "test"),
+                 "--metrics", "psnr,ssim,hole_psnr,temporal", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["metrics"]) == {"psnr", "ssim", "hole_psnr", "temporal"}
+    assert set(result["baselines"]) == {"telea", "nearest_visible"}
+    assert result["provenance"]["psnr"]["clips"] == 2
+    # known pixels are exact for every method, so whole-frame PSNR beats hole PSNR
+    for scores in (result["metrics"], *result["baselines"].values()):
+        assert scores["psnr"] > scores["hole_psnr"] and scores["temporal"] >= 0
+    assert main(["eval", "--checkpoint", str(run), "--data", str(clips / "test"), "--metrics", "fid"]) == 2
