@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from gan.errors import GanError
 from gan.sampling import CONDITION_FILE, resolve_export
 
