@@ -141,6 +141,12 @@ def align(data: str, modality: str, out: str, *, test: str | None = None, text_e
     folder = Path(out)
     student.eval()
     student.save_pretrained(folder / "encoder")
+    # The caption bank of the retrieval route (Conditioner.add_aligned(..., route="caption")):
+    # every distinct training caption and its sentence vector, a few MB.
+    from safetensors.torch import save_file
+
+    save_file({"pooled": texts.pooled.contiguous()}, str(folder / "captions.safetensors"))
+    (folder / "captions.json").write_text(json.dumps(texts.texts))
     (folder / "align.json").write_text(json.dumps(result, indent=2))
     return result
 

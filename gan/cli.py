@@ -113,6 +113,8 @@ def _add_sample(sub):
                    help="fusion weights for a 'weighted' generator, e.g. text=0.7,audio=0.3")
     p.add_argument("--audio-encoder", default=None, help="aligned audio encoder folder (zero-shot, gan align)")
     p.add_argument("--image-encoder", default=None, help="aligned image encoder folder (zero-shot, gan align)")
+    p.add_argument("--zero-shot-route", default="direct", choices=["direct", "caption"],
+                   help="with --audio/--image-encoder: the aligned vector itself, or its nearest training caption")
     p.add_argument("--num", type=int, default=8, help="images per condition")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=None,
@@ -168,7 +170,7 @@ def cmd_sample(args) -> None:
     sampler = Sampler.from_pretrained(args.checkpoint, device=_device(args.device))
     for modality, folder in (("audio", args.audio_encoder), ("image", args.image_encoder)):
         if folder:
-            sampler.conditioner.add_aligned(modality, folder)
+            sampler.conditioner.add_aligned(modality, folder, args.zero_shot_route)
     cond = sampler.condition(texts=prompts or None, audio=args.audio or None, images=args.image or None,
                              weights=parse_weights(args.weights))
     images = sampler.generate_from(cond, args.num, seed=args.seed, truncation=args.truncation,
@@ -222,6 +224,8 @@ def _add_eval(sub):
                      help="row fields that drive the generator: text, audio, image (default: what it was trained on)")
     how.add_argument("--audio-encoder", default=None, help="zero-shot: audio encoder aligned by gan align")
     how.add_argument("--image-encoder", default=None, help="zero-shot: image encoder aligned by gan align")
+    how.add_argument("--zero-shot-route", default=None, choices=["direct", "caption"],
+                     help="with --audio/--image-encoder: the aligned vector itself, or its nearest training caption")
     how.add_argument("--allow-rank-deficient", action="store_true", default=None,
                      help="compute FID even with no more samples than feature dimensions (biased)")
     p.add_argument("--out", default=None, help="JSON result file (default: <run>/eval-<metrics>.json or ./)")
@@ -238,7 +242,7 @@ def cmd_eval(args) -> None:
              "backbone_weights": args.backbone_weights, "seed": args.seed, "truncation": args.truncation,
              "batch_size": args.batch_size, "kid_subset_size": args.kid_subset_size, "kid_subsets": args.kid_subsets,
              "allow_rank_deficient": args.allow_rank_deficient, "audio_encoder": args.audio_encoder,
-             "image_encoder": args.image_encoder,
+             "image_encoder": args.image_encoder, "zero_shot_route": args.zero_shot_route,
              "condition": None if args.condition is None else [m.strip() for m in args.condition.split(",") if m.strip()],
              "metrics": None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]}
     protocol = load_protocol(args.protocol, given)

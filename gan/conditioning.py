@@ -137,14 +137,27 @@ class Conditioner(nn.Module):
         if m not in self.aligned:
             raise GanError(f"a text-conditioned generator can take --{m} only through an encoder aligned to its text "
                            f"space: pass --{m}-encoder runs/align_{m}/encoder (written by gan align)")
-        encoder, scale = self.aligned[m]
+        encoder, scale, bank = self.aligned[m]
         pooled = torch.nn.functional.normalize(self._encode_one(m, encoder, given[m]).pooled.float(), dim=-1)
+        if bank is not None:  # retrieval route: the nearest training caption, encoded as text
+            texts, vectors = bank
+            nearest = (pooled @ vectors.T).argmax(1).tolist()
+            return self({"text": self.encoder("text").encode([texts[i] for i in nearest])})
         if not self.use_tokens:
             return Embeddings(pooled=pooled, tokens=None, mask=None)
         tokens = pooled[:, None, :] * scale  # (B, 1, D)
         return Embeddings(pooled=pooled, tokens=tokens, mask=torch.ones(tokens.shape[:2], dtype=torch.bool))
 
-    def add_aligned(self, modality: str, folder: str | Path) -> None:
+    def add_aligned(self, modality: str, folder: str | Path, route: str = "direct") -> None:
+        """Drive this text generator with `modality` through an encoder from `gan align`.
+
+        route "direct": the aligned vector itself is the condition (Sound2Scene / wav2clip).
+        route "caption": the aligned vector picks the nearest training caption (the caption bank
+        `gan align` saved next to the encoder), and that caption, encoded as text, is the
+        condition: audio -> caption retrieval -> text-to-image.
+        """
+        if route not in ("direct", "caption"):
+            raise GanError(f"zero-shot route: expected 'direct' or 'caption', got {route!r}")
         text = self.encoder("text")
         if modality == "audio":
             from gan.encoders.audio import AudioEncoder as cls
@@ -161,7 +174,18 @@ class Conditioner(nn.Module):
         probe = text.encode(["a large red circle in the top left", "a small blue square in the center",
                              "a green triangle", "a white disc in the bottom right corner"])
         mean = (probe.tokens * probe.mask[..., None]).sum(1) / probe.mask.sum(1, keepdim=True)
-        self.aligned[modality] = (encoder, mean.norm(dim=-1).mean().item())
+        bank = None
+        if route == "caption":
+            from safetensors.torch import load_file
+
+            try:
+                texts = json.loads((path.parent / "captions.json").read_text())
+                vectors = load_file(str(path.parent / "captions.safetensors"))["pooled"]
+            except (OSError, KeyError, json.JSONDecodeError) as e:
+                raise GanError(f"--{modality}-encoder {folder}: no caption bank next to it ({e}); "
+                               f"re-run gan align, which writes captions.json and captions.safetensors") from None
+            bank = (texts, torch.nn.functional.normalize(vectors.float(), dim=-1))
+        self.aligned[modality] = (encoder, mean.norm(dim=-1).mean().item(), bank)
 
     # -- export -----------------------------------------------------------------------------
     def export(self, folder: Path) -> dict:

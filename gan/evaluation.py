@@ -207,7 +207,7 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
         sampler = Sampler.from_pretrained(checkpoint, device=device)
         for m, folder in (("audio", p.audio_encoder), ("image", p.image_encoder)):
             if folder:  # zero-shot: drive a text generator through an aligned encoder
-                sampler.conditioner.add_aligned(m, folder)
+                sampler.conditioner.add_aligned(m, folder, p.zero_shot_route)
     ref_rows = read_metadata(reference) if reference and (reference / "metadata.jsonl").is_file() else None
     backbone_name = _resolve_backbone_name(p, ref_rows)
     fm, backbone, ref_info = None, None, {}

@@ -40,7 +40,15 @@ def test_align_lowers_the_loss_and_drives_a_text_generator(modality, tiny_shapes
     assert main(["sample", "--checkpoint", str(run), flag, item, f"--{modality}-encoder", str(out / "encoder"),
                  "--num", "2", "--out", str(tmp_path / "zs")]) == 0
     assert len(list((tmp_path / "zs").glob("*.png"))) == 2
+    assert main(["sample", "--checkpoint", str(run), flag, item, f"--{modality}-encoder", str(out / "encoder"),
+                 "--zero-shot-route", "caption", "--num", "1", "--out", str(tmp_path / "zc")]) == 0
+    assert len(json.loads((out / "captions.json").read_text())) == len({r["text"] for r in
+                                                                          _rows(tiny_shapes / "train")})
     assert main(["sample", "--checkpoint", str(run), flag, item, "--out", str(tmp_path / "no")]) == 2
+
+
+def _rows(split):
+    return [json.loads(x) for x in (split / "metadata.jsonl").read_text().splitlines()]
 
 
 def test_align_bad_input(tmp_path):
