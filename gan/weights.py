@@ -7,7 +7,7 @@ needs to unpickle anything but tensors is refused with an error naming what it r
 from __future__ import annotations
 
 import hashlib
-import pickle
+from pickle import UnpicklingError  # the error torch's safe loader raises; nothing is unpickled
 import re
 from pathlib import Path
 from typing import Callable
@@ -58,7 +58,7 @@ def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
+        except UnpicklingError as e:
             found = re.search(r"GLOBAL (\S+)", str(e))  # torch names the first refused class or function
             detail = f" (it refers to {found.group(1)})" if found else ""
             raise GanError(

@@ -20,6 +20,7 @@ Weights files are read without running code: `.safetensors`, or `.pth`/`.pt` thr
 
 from __future__ import annotations
 
+import abc
 import inspect
 import io
 import math
@@ -46,7 +47,7 @@ RESIZE_MODES = {
 BACKBONE_WEIGHTS_FLAG = "--backbone-weights"  # the `gan eval` option that passes `weights`
 
 
-class FeatureBackbone(nn.Module):
+class FeatureBackbone(nn.Module, abc.ABC):
     """Base class: uint8 images in, {"features": (B, D), "logits": (B, K) when num_classes} out.
 
     Subclass it for your own backbone (see `register_backbone`): set the attributes below in
@@ -63,8 +64,9 @@ class FeatureBackbone(nn.Module):
     weights_path: str | None = None
     comparable_with: str = "only results of this same backbone, weights and resize"
 
+    @abc.abstractmethod
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """uint8 (B, 3, H, W) -> {"features": (B, D), "logits": (B, K) when num_classes}."""
 
     def check_images(self, images: torch.Tensor) -> None:
         if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
