@@ -171,6 +171,11 @@ def cmd_sample(args) -> None:
     for modality, folder in (("audio", args.audio_encoder), ("image", args.image_encoder)):
         if folder:
             sampler.conditioner.add_aligned(modality, folder, args.zero_shot_route)
+    if args.audio:
+        conditioner = sampler.conditioner
+        enc = conditioner.encoder("audio") if "audio" in conditioner.modalities else \
+            conditioner.aligned.get("audio", (None,))[0]
+        _report_audio(args.audio, getattr(getattr(enc, "config", None), "sample_rate", 16000))
     cond = sampler.condition(texts=prompts or None, audio=args.audio or None, images=args.image or None,
                              weights=parse_weights(args.weights))
     images = sampler.generate_from(cond, args.num, seed=args.seed, truncation=args.truncation,
@@ -178,6 +183,18 @@ def cmd_sample(args) -> None:
     labels = _labels(prompts, args.audio, args.image, len(images))
     written = save_samples(images, labels, Path(args.out))
     print(f"wrote {len(written)} files to {args.out}")
+
+
+def _report_audio(files: list[str], rate: int = 16000) -> None:
+    """Say what was converted (channels, rate) before the audio encoder hears it."""
+    from gan.encoders.audio import load_audio
+
+    for f in files:
+        _, r = load_audio(f, rate)
+        done = [f"{r['channels']} channels -> mono"] if r["downmixed"] else []
+        done += [f"{r['rate']} Hz -> {r['resampled_to']} Hz"] if r["resampled_to"] else []
+        if done:
+            print(f"{f}: converted " + ", ".join(done))
 
 
 def _labels(prompts, audio, images, n) -> list[str]:

@@ -208,7 +208,10 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
         for m, folder in (("audio", p.audio_encoder), ("image", p.image_encoder)):
             if folder:  # zero-shot: drive a text generator through an aligned encoder
                 sampler.conditioner.add_aligned(m, folder, p.zero_shot_route)
-    ref_rows = read_metadata(reference) if reference and (reference / "metadata.jsonl").is_file() else None
+    if reference is not None and reference == split and rows is not None:
+        ref_rows = rows
+    else:
+        ref_rows = read_metadata(reference) if reference and (reference / "metadata.jsonl").is_file() else None
     backbone_name = _resolve_backbone_name(p, ref_rows)
     fm, backbone, ref_info = None, None, {}
     timing: dict = {}

@@ -163,3 +163,33 @@ def test_two_processes_count_exactly_n_samples(tiny_run, tiny_shapes, tmp_path, 
     for k in ("fid", "kid", "precision", "recall", "density", "coverage"):
         assert two["metrics"][k] == pytest.approx(single["metrics"][k], rel=1e-5, abs=1e-7), k
     assert two["metrics"]["attr"] == single["metrics"]["attr"]
+
+
+def test_the_inception_path_end_to_end_with_random_weights(tmp_path):
+    """The whole `gan eval` path on the Inception backbone (random weights: numbers meaningless, path real)."""
+    from gan.cli import main
+    from gan.metrics.backbones import write_random_inception_weights
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 299-px network on a shared 2-core box: one thread runs faster
+    try:
+        weights = write_random_inception_weights(tmp_path / "random.safetensors")
+        g = torch.Generator().manual_seed(1)
+        _write_folder(tmp_path / "real", torch.randint(0, 256, (12, 3, 32, 32), generator=g, dtype=torch.uint8))
+        _write_folder(tmp_path / "fake", torch.randint(0, 200, (12, 3, 32, 32), generator=g, dtype=torch.uint8))
+        out = tmp_path / "inc.json"
+        assert main(["eval", "--fake", str(tmp_path / "fake"), "--real", str(tmp_path / "real"), "--backbone",
+                     "inception", "--inception-weights", weights, "--metrics", "fid,kid,is,pr", "--kid-subset-size",
+                     "6", "--allow-rank-deficient", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text())
+    prov = result["provenance"]["fid"]
+    assert prov["name"] == "fid12_real_inception" and prov["resize"] == "tf-bilinear"
+    assert prov["backbone"]["feature_dim"] == 2048 and prov["settings"] == {"allow_rank_deficient": True}
+    import hashlib
+
+    assert prov["weights_sha256"] == hashlib.sha256(open(weights, "rb").read()).hexdigest()
+    assert result["metrics"]["fid"] > 0 and result["metrics"]["is"] >= 1.0
+    assert main(["eval", "--fake", str(tmp_path / "fake"), "--real", str(tmp_path / "real"), "--backbone",
+                 "inception", "--inception-weights", weights, "--metrics", "fid"]) == 2  # 12 < 2049 samples

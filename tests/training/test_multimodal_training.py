@@ -22,7 +22,7 @@ def _train(tiny_config, name, *extra):
     return trainer, trainer.train()
 
 
-def test_audio_conditioned_run_trains_exports_and_samples(tiny_config, tiny_shapes, tmp_path):
+def test_audio_conditioned_run_trains_exports_and_samples(tiny_config, tiny_shapes, tmp_path, capsys):
     trainer, run = _train(tiny_config, "audio", 'condition.modalities=["audio"]')
     after = trainer.conditioner.state_dict()
     assert any(k.startswith("encoders.audio.") for k in after)  # the scratch encoder trains with the GAN
@@ -38,6 +38,18 @@ def test_audio_conditioned_run_trains_exports_and_samples(tiny_config, tiny_shap
     assert a.shape == (1, 3, 3, 16, 16) and torch.equal(a, b)
     assert main(["sample", "--checkpoint", str(run), "--audio", wav, "--num", "2", "--out", str(tmp_path / "s")]) == 0
     assert sorted(p.name for p in (tmp_path / "s").glob("*.png")) == ["0000.png", "0001.png"]
+    import numpy as np
+    import soundfile as sf
+
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([np.sin(np.arange(22050) / 10)] * 2, axis=1) * 0.2, 44100)
+    assert main(["sample", "--checkpoint", str(run), "--audio", str(stereo), "--num", "1",
+                 "--out", str(tmp_path / "st")]) == 0
+    assert "2 channels -> mono, 44100 Hz -> 16000 Hz" in capsys.readouterr().out
+    (tmp_path / "empty.wav").write_bytes(b"")
+    assert main(["sample", "--checkpoint", str(run), "--audio", str(tmp_path / "empty.wav"),
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "empty.wav" in capsys.readouterr().err
     with pytest.raises(GanError, match="conditioned on \\['audio'\\]"):
         sampler.condition(texts=["a red circle"])
 
