@@ -317,6 +317,8 @@ def _add_repair(sub):
     p.add_argument("--damage", default=None,
                    help="generate the holes instead: strokes, moving_strokes, boxes, dropped_frames, scratches, mixed")
     p.add_argument("--seed", type=int, default=0, help="seed of --damage")
+    p.add_argument("--prompt", default=None, help="the clip's caption, for a model trained with repair.conditioned")
+    p.add_argument("--audio", default=None, help="the clip's sound, for a model trained with repair.conditioned")
     p.add_argument("--out", required=True, help="output folder: repaired frames (same names) and preview.gif")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_repair)
@@ -326,7 +328,7 @@ def cmd_repair(args) -> None:
     from gan.repair.run import repair
 
     info = repair(args.checkpoint, args.input, args.out, mask=args.mask, damage=args.damage, seed=args.seed,
-                  device=_device(args.device))
+                  device=_device(args.device), prompt=args.prompt, audio=args.audio)
     print(f"repaired {info['frames']} frames of {info['size'][1]}x{info['size'][0]} ({info['hole_share']:.1%} holes, "
           f"window {info['window']}) -> {args.out}; preview {info['preview']} ({info['panels']})")
 

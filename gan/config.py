@@ -57,6 +57,7 @@ class RepairConfig:
     adv_weight: float = 0.01  # hinge adversarial term of the temporal PatchGAN (E2FGVI/ProPainter: 0.01)
     perceptual_weight: float = 0.0  # VGG16 perceptual loss; > 0 needs vgg_weights
     vgg_weights: str = ""  # local vgg16-397923af.pth (never downloaded)
+    conditioned: bool = False  # feed the clip's condition.modalities (text and/or audio) to G through FiLM
 
 
 @dataclass
@@ -276,6 +277,8 @@ def validate(cfg: Config) -> None:
             raise bad("repair.frames / data.resolution", "at least 2 frames and a resolution divisible by 4")
         if cfg.repair.perceptual_weight > 0 and not cfg.repair.vgg_weights:
             raise bad("repair.vgg_weights", "a local vgg16-397923af.pth when repair.perceptual_weight > 0")
+        if cfg.repair.conditioned and "image" in cfg.condition.modalities:
+            raise bad("condition.modalities", "text and/or audio for conditioned repair (the clip is the image)")
         if cfg.train.eval_every:
             raise bad("train.eval_every", "0 for video-repair (evaluate with gan eval --metrics psnr,ssim,...)")
     if cfg.train.eval_every < 0 or cfg.train.eval_num < 1:

@@ -72,9 +72,10 @@ class Sampler:
     def _run(self, z: torch.Tensor, emb) -> torch.Tensor:
         """z (B, Z) and B embeddings -> (B, 3, R, R) on the CPU."""
         dev = self.device
-        tokens = None if emb.tokens is None else emb.tokens.to(dev)
+        # float(): a conditioner prepared by accelerate for mixed precision returns bf16/fp16
+        tokens = None if emb.tokens is None else emb.tokens.to(dev).float()
         mask = None if emb.mask is None else emb.mask.to(dev)
-        return self.generator(z.to(dev), emb.pooled.to(dev), tokens, mask).float().cpu()
+        return self.generator(z.to(dev), emb.pooled.to(dev).float(), tokens, mask).float().cpu()
 
     def condition(self, texts=None, audio=None, images=None, weights=None):
         """User inputs -> the condition; lists are paired element-wise (see Conditioner.encode)."""

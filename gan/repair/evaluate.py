@@ -30,7 +30,7 @@ def evaluate_repair(checkpoint: str, split: str | Path, *, num: int = 0, seed: i
     from gan.repair.baselines import nearest_visible, telea
     from gan.repair.metrics import repair_metrics
     from gan.repair.run import load_repair_generator
-    from gan.training.repair_steps import repair_clip
+    from gan.training.repair_steps import clip_condition, repair_clip
 
     split = Path(split)
     if not (split / "metadata.jsonl").is_file():
@@ -39,7 +39,7 @@ def evaluate_repair(checkpoint: str, split: str | Path, *, num: int = 0, seed: i
     if any("clip" not in r for r in rows):
         raise GanError(f"{split}/metadata.jsonl: rows need a 'clip' folder name (gan data moving-shapes layout)")
     rows = rows[:num] if num else rows
-    G, window = load_repair_generator(checkpoint)
+    G, window, conditioner = load_repair_generator(checkpoint)
     G.to(device)
     first, _ = read_clip(split / rows[0]["clip"])
     masks = fixed_eval_masks(len(rows), first.shape[0], tuple(first.shape[-2:]), seed=seed)
@@ -57,7 +57,8 @@ def evaluate_repair(checkpoint: str, split: str | Path, *, num: int = 0, seed: i
             t0 = time.time()
             if m == "model":
                 x = apply_damage(frames.float() / 127.5 - 1, holes)
-                out = to_uint8(repair_clip(G, x, holes, window, device))
+                cond = clip_condition(conditioner, row, split)
+                out = to_uint8(repair_clip(G, x, holes, window, device, cond))
             else:
                 out = (telea if m == "telea" else nearest_visible)(frames, holes)
             seconds[m] += time.time() - t0

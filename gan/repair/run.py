@@ -17,7 +17,8 @@ from gan.sampling import CONDITION_FILE, resolve_export
 
 
 def load_repair_generator(checkpoint: str | Path):
-    """(generator, window) from a run folder or its generator/ export of a video-repair run."""
+    """(generator, window, conditioner or None) from a run folder or generator/ of a video-repair run."""
+    from gan.conditioning import Conditioner
     from gan.repair.models import RepairGenerator
 
     folder = resolve_export(checkpoint)
@@ -26,28 +27,40 @@ def load_repair_generator(checkpoint: str | Path):
         raise GanError(f"--checkpoint {checkpoint}: a {spec.get('task', 'text-to-image')!r} model; gan repair needs "
                        f"one trained with task = 'video-repair' (e.g. configs/repair_moving_shapes.toml)")
     try:
-        return RepairGenerator.from_pretrained(folder).eval(), int(spec["frames"])
+        G = RepairGenerator.from_pretrained(folder).eval()
+        window = int(spec["frames"])
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise GanError(f"{folder}: cannot load the repair generator: {e}") from None
+    conditioner = Conditioner.from_export(folder, spec) if spec.get("modalities") else None
+    return G, window, conditioner
 
 
 def repair(checkpoint: str, input_path: str, out: str, *, mask: str | None = None, damage: str | None = None,
-           seed: int = 0, device: str = "cpu") -> dict:
+           seed: int = 0, device: str = "cpu", prompt: str | None = None, audio: str | None = None) -> dict:
     from gan.data.clips import read_clip, side_by_side, to_uint8, write_frames, write_gif
     from gan.data.damage import apply_damage, load_masks, make_mask, save_masks
-    from gan.training.repair_steps import repair_clip
+    from gan.training.repair_steps import clip_condition, repair_clip
 
     if (mask is None) == (damage is None):
         raise GanError("give the holes either as --mask FOLDER (mask PNGs named like the frames) or as "
                        "--damage KIND --seed S")
-    G, window = load_repair_generator(checkpoint)
+    G, window, conditioner = load_repair_generator(checkpoint)
     G.to(device)
+    cond = None
+    if conditioner is not None:
+        missing = [m for m, v in (("text", prompt), ("audio", audio)) if m in conditioner.modalities and not v]
+        if len(missing) == len(conditioner.modalities):
+            raise GanError(f"this repair model is conditioned on {conditioner.modalities}: pass "
+                           + " and/or ".join("--prompt TEXT" if m == "text" else "--audio FILE" for m in missing))
+        cond = clip_condition(conditioner, None, None, [prompt] if prompt else None, [audio] if audio else None)
+    elif prompt or audio:
+        raise GanError("this repair model was trained without a condition; drop --prompt/--audio")
     frames, names = read_clip(input_path)  # (T, 3, H, W) uint8
     T, _, H, W = frames.shape
     holes = load_masks(mask, names, (H, W)) if mask else make_mask(damage, T, (H, W), seed=seed)  # (T, H, W)
     x = frames.float() / 127.5 - 1
     damaged = apply_damage(x, holes)
-    repaired = repair_clip(G, damaged, holes, window, device)
+    repaired = repair_clip(G, damaged, holes, window, device, cond)
     out_dir = Path(out)
     write_frames(to_uint8(repaired), out_dir, names)
     panels = [to_uint8(damaged), to_uint8(repaired)] + ([frames] if damage else [])

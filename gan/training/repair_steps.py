@@ -58,23 +58,25 @@ def repair_generator_step(D, composite, raw, real, mask, *, hole_weight: float, 
     return total, stats
 
 
-def build_repair_models(cfg):
+def build_repair_models(cfg, cond_dim: int | None = None):
     from gan.repair.models import RepairGenerator, TemporalPatchDiscriminator
 
     m = cfg.model
-    G = RepairGenerator(base_channels=m.g_channels)
+    G = RepairGenerator(base_channels=m.g_channels, cond_dim=cond_dim)
     D = TemporalPatchDiscriminator(base_channels=m.d_channels, max_channels=m.d_max_channels)
     return G, D
 
 
 @torch.no_grad()
-def repair_clip(G, frames: torch.Tensor, mask: torch.Tensor, window: int, device) -> torch.Tensor:
+def repair_clip(G, frames: torch.Tensor, mask: torch.Tensor, window: int, device,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
     """Repair a clip of any length with a model trained on `window` frames.
 
     frames (T, 3, H, W) in [-1, 1], mask (T, H, W) bool -> (T, 3, H, W). Clips longer than the
     window go through overlapping windows (stride window // 2); each frame takes the average of
     the windows that cover it, so there is no seam in time. H and W are padded to a multiple of
-    4 by reflection for the model and cropped back.
+    4 by reflection for the model and cropped back. `cond` (1, D): the clip's pooled condition
+    for a model trained with repair.conditioned.
     """
     T, _, H, W = frames.shape
     ph, pw = (-H) % 4, (-W) % 4
@@ -88,14 +90,29 @@ def repair_clip(G, frames: torch.Tensor, mask: torch.Tensor, window: int, device
     G.eval()
     for s in starts:
         e = min(T, s + window)
-        clip = G(x[None, s:e].to(device), m[None, s:e].to(device)).float().cpu()[0]  # (t, 3, H', W')
+        c = None if cond is None else cond.to(device)
+        clip = G(x[None, s:e].to(device), m[None, s:e].to(device), c).float().cpu()[0]  # (t, 3, H', W')
         out[s:e] += clip
         count[s:e] += 1
     out = out / count
     return out[..., :H, :W]
 
 
-def repair_preview(G, split, cfg, out_dir, step: int, device, clips: int = 4) -> None:
+def clip_condition(conditioner, row: dict, split, texts=None, audio=None) -> torch.Tensor | None:
+    """(1, D) pooled condition of a clip: its row's caption/audio file, or the given ones."""
+    if conditioner is None:
+        return None
+    from pathlib import Path
+
+    inputs = {}
+    if "text" in conditioner.modalities:
+        inputs["texts"] = texts or ([row["text"]] if row else None)
+    if "audio" in conditioner.modalities:
+        inputs["audio"] = audio or ([str(Path(split) / row["audio_file"])] if row else None)
+    return conditioner.encode(**inputs).pooled.float()  # float: accelerate may have made it autocast
+
+
+def repair_preview(G, split, cfg, out_dir, step: int, device, clips: int = 4, conditioner=None) -> None:
     """damaged | repaired | original for the first clips of `split` under the fixed eval masks."""
     from pathlib import Path
 
@@ -111,7 +128,8 @@ def repair_preview(G, split, cfg, out_dir, step: int, device, clips: int = 4) ->
         frames, _ = read_clip(split / row["clip"], size=cfg.data.resolution)  # (T, 3, R, R) uint8
         frames = frames[: cfg.repair.frames].float() / 127.5 - 1
         mask = mask[: frames.shape[0]]
-        repaired = repair_clip(G, frames, mask, cfg.repair.frames, device)
+        cond = clip_condition(conditioner, row, split)
+        repaired = repair_clip(G, frames, mask, cfg.repair.frames, device, cond)
         strips.append(side_by_side(to_uint8(apply_damage(frames, mask)), to_uint8(repaired), to_uint8(frames)))
     if not strips:
         return

@@ -89,8 +89,12 @@ class Trainer:
             from gan.training.repair_steps import build_repair_models
 
             self.dataset = ClipDataset(split, size=cfg.data.resolution)
-            self.conditioner = None  # conditioned repair (caption, audio track) is not wired yet
-            G, D = build_repair_models(cfg)
+            self.conditioner = None
+            if cfg.repair.conditioned:  # the clip's caption and/or audio track, through the fusion module
+                self.conditioner = build_conditioner(cfg, self.dataset.texts)
+                self.cond_inputs = ConditionInputs(cfg, self.dataset, self.conditioner, acc.main_process_first,
+                                                   progress=acc.is_main_process)
+            G, D = build_repair_models(cfg, self.conditioner.cond_dim if self.conditioner is not None else None)
             self.perceptual = None
             if cfg.repair.perceptual_weight > 0:
                 from gan.repair.losses import VGGPerceptual
@@ -107,13 +111,17 @@ class Trainer:
         o = cfg.optim
         betas = (o.beta1, o.beta2)
         d_groups = [{"params": D.parameters(), "lr": o.d_lr}]
+        g_groups = [{"params": G.parameters(), "lr": o.g_lr}]
         trainable_condition = self.conditioner is not None and self.conditioner.trainable
-        if trainable_condition:
+        if trainable_condition and not self.repair:
             # Trainable condition modules (learned/scratch encoders, fusion) learn through D's loss
             # (matched vs mismatched pairs); G sees their output detached, so G cannot shape the
             # condition to fool D.
             d_groups.append({"params": self.conditioner.parameters(), "lr": o.text_lr})
-        opt_g = torch.optim.Adam(G.parameters(), lr=o.g_lr, betas=betas)
+        elif trainable_condition:
+            # Repair's D is not conditional: the condition helps G reconstruct, so it learns with G.
+            g_groups.append({"params": self.conditioner.parameters(), "lr": o.text_lr})
+        opt_g = torch.optim.Adam(g_groups, betas=betas)
         opt_d = torch.optim.Adam(d_groups, betas=betas)
         self.ema = EMA(G, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         if trainable_condition:
@@ -201,7 +209,8 @@ class Trainer:
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
         G.save_pretrained(tmp)
         if self.repair:
-            spec = {"modalities": [], "frames": self.cfg.repair.frames, "resolution": self.cfg.data.resolution}
+            spec = self.conditioner.export(tmp) if self.conditioner is not None else {"modalities": []}
+            spec.update(frames=self.cfg.repair.frames, resolution=self.cfg.data.resolution)
         else:
             spec = self.conditioner.export(tmp)
         (tmp / CONDITION_FILE).write_text(json.dumps(
@@ -324,7 +333,8 @@ class Trainer:
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
         split = Path(self.cfg.data.root) / self.cfg.data.eval_split
         repair_preview(G, split if (split / "metadata.jsonl").is_file() else self.dataset.split_dir,
-                       self.cfg, self.run_dir / "samples", self.step, self.accelerator.device)
+                       self.cfg, self.run_dir / "samples", self.step, self.accelerator.device,
+                       conditioner=self.conditioner)
         G.train()
 
     def _repair_micro_step(self, batch, D_raw, autocast, micro: int) -> dict:
@@ -333,10 +343,11 @@ class Trainer:
         cfg, acc, r = self.cfg, self.accelerator, self.cfg.repair
         real = batch["frames"].to(acc.device, non_blocking=True)  # (B, T, 3, H, W)
         real = real[:, : r.frames]
+        cond = self._condition(batch["index"], None).pooled if self.conditioner is not None else None
         mask = damage_masks(r.damage, real.shape[0], real.shape[1], cfg.data.resolution, seed=cfg.train.seed,
                             step=self.step, rank=acc.process_index, micro=micro).to(acc.device)
         with autocast():
-            composite, raw = self.G(real, mask, return_raw=True)  # (B, T, 3, H, W) each
+            composite, raw = self.G(real, mask, cond, return_raw=True)  # (B, T, 3, H, W) each
         self.D.requires_grad_(True)
         d_loss, stats = repair_discriminator_step(self.D, real, composite.detach().float(), mask, autocast=autocast)
         acc.backward(d_loss)

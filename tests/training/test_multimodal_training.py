@@ -23,7 +23,10 @@ def _train(tiny_config, name, *extra):
 
 
 def test_audio_conditioned_run_trains_exports_and_samples(tiny_config, tiny_shapes, tmp_path, capsys):
-    trainer, run = _train(tiny_config, "audio", 'condition.modalities=["audio"]')
+    trainer, run = _train(tiny_config, "audio", 'condition.modalities=["audio"]', "train.eval_every=2",
+                          'train.eval_metrics=["attr"]', "train.eval_num=8")
+    evals = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines() if "eval/attr_all_wordings" in x]
+    assert len(evals) == 1 and 0 <= evals[0]["eval/attr_all_wordings"] <= 1  # eval from each row's own clip
     after = trainer.conditioner.state_dict()
     assert any(k.startswith("encoders.audio.") for k in after)  # the scratch encoder trains with the GAN
     assert any(not torch.equal(trainer.before[k], after[k]) for k in after if k.startswith("encoders.audio."))

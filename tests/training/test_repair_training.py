@@ -124,3 +124,28 @@ def test_gan_eval_scores_repair_against_the_baselines(repair_config, clips, tmp_
     for scores in (result["metrics"], *result["baselines"].values()):
         assert scores["psnr"] > scores["hole_psnr"] and scores["temporal"] >= 0
     assert main(["eval", "--checkpoint", str(run), "--data", str(clips / "test"), "--metrics", "fid"]) == 2
+
+
+def test_conditioned_repair_with_caption_and_audio(repair_config, clips, tmp_path):
+    from gan.cli import main
+
+    cond = ["repair.conditioned=true", 'condition.modalities=["text", "audio"]', "text.encoder=learned",
+            "condition.encoder_width=4", "condition.encoder_dim=8", "condition.fusion_dim=8",
+            "condition.fusion_token_dim=8"]
+    trainer = Trainer(load_config(repair_config, ["train.run_name=cond", "train.max_steps=2", *cond]))
+    before = {k: v.clone() for k, v in trainer.conditioner.state_dict().items()}
+    run = trainer.train()
+    after = trainer.conditioner.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after)  # the condition learns with G
+    assert trainer.G.config.cond_dim == 8
+    assert (run / "samples" / "step-0000002.gif").is_file()
+    row = json.loads((clips / "test" / "metadata.jsonl").read_text().splitlines()[0])
+    clip, wav = clips / "test" / row["clip"], clips / "test" / row["audio_file"]
+    args = ["repair", "--checkpoint", str(run), "--input", str(clip), "--damage", "boxes"]
+    assert main([*args, "--prompt", row["text"], "--audio", str(wav), "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--prompt", row["text"], "--out", str(tmp_path / "b")]) == 0  # audio missing: its null
+    assert main([*args, "--out", str(tmp_path / "c")]) == 2  # no condition at all
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(run), "--data", str(clips / "test"), "--metrics", "hole_psnr",
+                 "--out", str(out)]) == 0
+    assert "hole_psnr" in json.loads(out.read_text())["metrics"]
