@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--inception-weights", default="random")
     ap.add_argument("--metrics", default="fid,kid,is,pr")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--kid-subset-size", type=int, default=1000, help="capped at --num")
     args = ap.parse_args()
 
     weights = args.inception_weights
@@ -43,7 +44,8 @@ def main():
         weights = write_random_inception_weights(Path(tempfile.mkdtemp()) / "random-inception.safetensors")
     protocol = load_protocol(None, {"metrics": args.metrics.split(","), "data": args.data, "num": args.num,
                                     "backbone": args.backbone, "inception_weights": weights,
-                                    "batch_size": args.batch_size, "allow_rank_deficient": True})
+                                    "batch_size": args.batch_size, "allow_rank_deficient": True,
+                                    "kid_subset_size": min(args.kid_subset_size, args.num)})
     out = Path(tempfile.mkdtemp()) / "eval.json"
     t0 = time.time()
     evaluate(protocol, checkpoint=args.checkpoint, out=str(out))  # fills the reference cache

@@ -303,18 +303,23 @@ def _task(checkpoint: str) -> str:
 def _evaluate_repair(p: EvalProtocol, checkpoint: str, out: str | None, device, progress: bool):
     from gan.repair.evaluate import evaluate_repair
 
-    bad = [m for m in p.metrics if m not in REPAIR_METRICS]
+    bad = [m for m in p.metrics if m not in (*REPAIR_METRICS, "vfid")]
     if bad:
         raise GanError(f"metrics {bad} do not apply to a video-repair model; use {', '.join(REPAIR_METRICS)}")
     started = time.time()
-    res = evaluate_repair(checkpoint, p.data, num=p.num, device=device, progress=progress)
+    res = evaluate_repair(checkpoint, p.data, num=p.num, device=device, progress=progress, vfid="vfid" in p.metrics)
+    classifier_accuracy = res["per_method"].pop("video_classifier_test_accuracy", None)
     export = resolve_export(checkpoint)
     values = {method: {m: scores[m] for m in p.metrics} for method, scores in res["per_method"].items()}
     result = {"metrics": values["model"], "baselines": {k: v for k, v in values.items() if k != "model"},
               "per_kind": res["per_kind"],
               "provenance": {m: {"metric": m, "generated": str(export), "reference": p.data, "clips": res["clips"],
                                  "masks": f"gan.data.damage.fixed_eval_masks(seed={res['mask_seed']})",
-                                 "window": res["window"], "protocol": p.name or None} for m in p.metrics},
+                                 "window": res["window"], "protocol": p.name or None,
+                                 **({"features": "gan.metrics.video_classifier (offline analogue of VFID, not "
+                                                 "comparable with I3D VFID)",
+                                     "classifier_test_accuracy": classifier_accuracy} if m == "vfid" else {})}
+                             for m in p.metrics},
               "run": {"protocol": to_dict(p), "seconds": round(time.time() - started, 1),
                       "method_seconds": res["seconds"], "versions": versions()}}
     run_dir = export.parent if export.name == "generator" else None

@@ -20,7 +20,7 @@ FEATURE_METRICS = ("fid", "kid", "is", "pr")
 # ... and metrics of the built-in data that read generated pixels directly.
 PIXEL_METRICS = ("attr", "diversity")
 # ... and those of video repair (gan.repair.evaluate), against the baselines on fixed masks.
-REPAIR_METRICS = ("psnr", "ssim", "hole_psnr", "hole_ssim", "temporal")
+REPAIR_METRICS = ("psnr", "ssim", "hole_psnr", "hole_ssim", "temporal", "vfid")
 METRICS = FEATURE_METRICS + PIXEL_METRICS + REPAIR_METRICS
 RESIZE_MODES = ("tf-bilinear", "antialias")
 

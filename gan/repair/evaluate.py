@@ -18,11 +18,14 @@ from tqdm.auto import tqdm
 from gan.errors import GanError
 
 REPAIR_METRICS = ("psnr", "ssim", "hole_psnr", "hole_ssim", "temporal")
+# "vfid": Frechet distance of features from a video classifier trained on the built-in clips
+# (gan.metrics.video_classifier), repaired vs original clips: an OFFLINE ANALOGUE of the papers'
+# I3D-based VFID, not comparable with their numbers.
 METHODS = ("model", "telea", "nearest_visible")
 
 
 def evaluate_repair(checkpoint: str, split: str | Path, *, num: int = 0, seed: int = 1234, device="cpu",
-                    baselines: bool = True, progress: bool = True) -> dict:
+                    baselines: bool = True, progress: bool = True, vfid: bool = False) -> dict:
     """{"per_method": {method: {metric: mean}}, "per_kind": {...}, "clips": n, ...}."""
     from gan.data.clips import read_clip, to_uint8
     from gan.data.damage import apply_damage, fixed_eval_masks
@@ -47,6 +50,7 @@ def evaluate_repair(checkpoint: str, split: str | Path, *, num: int = 0, seed: i
     scores = {m: [] for m in methods}
     kinds = []
     seconds = dict.fromkeys(methods, 0.0)
+    clips = {"real": [], **{m: [] for m in methods}} if vfid else None
     for row, (kind, holes) in tqdm(list(zip(rows, masks)), desc="repair eval", disable=not progress):
         frames, _ = read_clip(split / row["clip"])  # (T, 3, H, W) uint8
         if frames.shape != first.shape:
@@ -63,7 +67,21 @@ def evaluate_repair(checkpoint: str, split: str | Path, *, num: int = 0, seed: i
                 out = (telea if m == "telea" else nearest_visible)(frames, holes)
             seconds[m] += time.time() - t0
             scores[m].append(repair_metrics(out, frames, holes))
-    return {"per_method": {m: _means(v) for m, v in scores.items()},
+            if clips is not None:
+                clips[m].append(out)
+        if clips is not None:
+            clips["real"].append(frames)
+    per_method = {m: _means(v) for m, v in scores.items()}
+    if clips is not None:
+        from gan.metrics.video_classifier import load_or_train_video_classifier, vfid as frechet
+
+        classifier, accuracy = load_or_train_video_classifier(split.parent, resolution=first.shape[-1],
+                                                              frames=first.shape[0], progress=progress)
+        real = torch.stack(clips["real"])
+        for m in methods:
+            per_method[m]["vfid"] = frechet(classifier, real, torch.stack(clips[m]))
+        per_method["video_classifier_test_accuracy"] = accuracy
+    return {"per_method": per_method,
             "per_kind": {m: {k: _means([s for s, kk in zip(v, kinds) if kk == k]) for k in sorted(set(kinds))}
                          for m, v in scores.items()},
             "clips": len(rows), "window": window, "mask_seed": seed, "seconds": {m: round(s, 1) for m, s in seconds.items()}}

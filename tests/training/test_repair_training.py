@@ -115,9 +115,11 @@ def test_gan_eval_scores_repair_against_the_baselines(repair_config, clips, tmp_
     run = Trainer(load_config(repair_config, ["train.run_name=ev", "train.max_steps=1", "train.sample_every=0"])).train()
     out = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", str(run), "--data", str(clips / "test"),
-                 "--metrics", "psnr,ssim,hole_psnr,temporal", "--out", str(out)]) == 0
+                 "--metrics", "psnr,ssim,hole_psnr,temporal,vfid", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["metrics"]) == {"psnr", "ssim", "hole_psnr", "temporal"}
+    assert set(result["metrics"]) == {"psnr", "ssim", "hole_psnr", "temporal", "vfid"}
+    assert "offline analogue" in result["provenance"]["vfid"]["features"]
+    assert all(v["vfid"] >= 0 for v in result["baselines"].values())
     assert set(result["baselines"]) == {"telea", "nearest_visible"}
     assert result["provenance"]["psnr"]["clips"] == 2
     # known pixels are exact for every method, so whole-frame PSNR beats hole PSNR
