@@ -265,7 +265,8 @@ def build_conditioner(cfg, texts: list[str]) -> Conditioner:
                 path = Path(c.image_encoder)
                 if not (path / "config.json").is_file():
                     raise GanError(f"condition.image_encoder = {c.image_encoder!r}: expected 'scratch' or a folder "
-                                   f"with an exported image encoder (config.json), e.g. runs/align_image/encoder")
+                                   f"with an exported image encoder (config.json), e.g. runs/align_image/encoder "
+                                   f"written by: gan align --data {cfg.data.root}/train --modality image")
                 encoders[m] = _frozen(ImageEncoder.from_pretrained(path))
                 if encoders[m].config.resolution != cfg.data.resolution:
                     raise GanError(f"condition.image_encoder {path}: trained at {encoders[m].config.resolution} px, "
