@@ -58,7 +58,8 @@ def main():
     sampler = Sampler.from_pretrained(args.checkpoint)
     rows = [json.loads(line) for line in (Path(args.data) / "metadata.jsonl").read_text().splitlines() if line.strip()]
     z = ConditionalGenerator.sample_noise(args.num, sampler.generator.config.z_dim, torch.Generator().manual_seed(0))
-    images = to_uint8(sampler.generate_with_noise([rows[i % len(rows)]["text"] for i in range(args.num)], z))
+    prompts = [rows[i % len(rows)]["text"] for i in range(args.num)]
+    images = to_uint8(sampler.generate_with_noise({"texts": prompts}, z))
     backbone = build_backbone(args.backbone, inception_weights=weights, dataset_root=str(Path(args.data).parent),
                               resolution=sampler.resolution)
     t0 = time.time()
