@@ -286,14 +286,19 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
     result = {"metrics": values, "provenance": provenance,
               "run": {"protocol": to_dict(p), "processes": size, "device": str(device), "timing": timing,
                       "converted_images": {**generated_info.get("converted", {})}, "versions": versions()}}
+    return result, _write_result(result, export, p.metrics, out)
+
+
+def _write_result(result: dict, export: Path | None, metrics: list[str], out: str | None) -> Path:
+    """The JSON file (--out, else next to the run or in the current folder) and the run's metrics.jsonl."""
     run_dir = export.parent if export is not None and export.name == "generator" else None
-    path = Path(out) if out else (run_dir or Path.cwd()) / f"eval-{'-'.join(p.metrics)}.json"
+    path = Path(out) if out else (run_dir or Path.cwd()) / f"eval-{'-'.join(metrics)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     if run_dir is not None:
         with open(run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(result) + "\n")
-    return result, path
+    return path
 
 
 def _task(checkpoint: str) -> str:
@@ -322,14 +327,7 @@ def _evaluate_repair(p: EvalProtocol, checkpoint: str, out: str | None, device, 
                              for m in p.metrics},
               "run": {"protocol": to_dict(p), "seconds": round(time.time() - started, 1),
                       "method_seconds": res["seconds"], "versions": versions()}}
-    run_dir = export.parent if export.name == "generator" else None
-    path = Path(out) if out else (run_dir or Path.cwd()) / f"eval-{'-'.join(p.metrics)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    if run_dir is not None:
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(result) + "\n")
-    return result, path
+    return result, _write_result(result, export, p.metrics, out)
 
 
 _SCALARS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage")

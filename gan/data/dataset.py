@@ -34,6 +34,11 @@ def load_image(path: str | Path, resolution: int) -> np.ndarray:
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)  # camera photos store rotation in EXIF, not in pixels
         im = to_rgb(im)
+    return square_resize(im, resolution)
+
+
+def square_resize(im: Image.Image, resolution: int) -> np.ndarray:
+    """Centre-crop an RGB image to a square and resize it to `resolution`. (R, R, 3) uint8"""
     w, h = im.size
     side = min(w, h)
     if w != h:

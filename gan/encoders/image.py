@@ -23,7 +23,7 @@ from diffusers.configuration_utils import register_to_config
 from PIL import Image, ImageOps
 from torchvision.models.resnet import BasicBlock
 
-from gan.data.dataset import to_rgb
+from gan.data.dataset import square_resize, to_rgb
 from gan.encoders.base import Embeddings
 from gan.errors import GanError
 from gan.metrics.backbones import IMAGENET_MEAN, IMAGENET_STD
@@ -210,12 +210,4 @@ def _load(item, resolution: int) -> np.ndarray:
             raise GanError(f"image encoder: {item} is missing or not a readable image ({e})") from None
     else:
         raise GanError(f"image encoder: expected a PIL image or a file path, got {type(item).__name__}")
-    w, h = im.size
-    side = min(w, h)
-    if w != h:
-        left, top = (w - side) // 2, (h - side) // 2
-        im = im.crop((left, top, left + side, top + side))
-    if side != resolution:
-        # PIL widens the filter when shrinking: bicubic with antialiasing
-        im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
-    return np.asarray(im, dtype=np.uint8)
+    return square_resize(im, resolution)
