@@ -65,26 +65,27 @@ def _add_data(sub):
     c.set_defaults(func=cmd_data_check)
 
 
-def cmd_data_shapes(args) -> None:
-    from gan.data.shapes import write_shapes
-
+def _write_dataset(args, write) -> None:
+    """Run write(out) unless --if-missing finds a dataset already there."""
     out = Path(args.out)
     if args.if_missing and (out / "train" / "metadata.jsonl").is_file():
         print(f"{out} already exists; skipping (delete it to rebuild)")
         return
-    write_shapes(out, args.train, args.test, size=args.size, seed=args.seed)
+    write(out)
     print(f"wrote {out}")
+
+
+def cmd_data_shapes(args) -> None:
+    from gan.data.shapes import write_shapes
+
+    _write_dataset(args, lambda out: write_shapes(out, args.train, args.test, size=args.size, seed=args.seed))
 
 
 def cmd_data_moving_shapes(args) -> None:
     from gan.data.moving_shapes import write_moving_shapes
 
-    out = Path(args.out)
-    if args.if_missing and (out / "train" / "metadata.jsonl").is_file():
-        print(f"{out} already exists; skipping (delete it to rebuild)")
-        return
-    write_moving_shapes(out, args.train, args.test, frames=args.frames, size=args.size, seed=args.seed)
-    print(f"wrote {out}")
+    _write_dataset(args, lambda out: write_moving_shapes(out, args.train, args.test, frames=args.frames,
+                                                         size=args.size, seed=args.seed))
 
 
 def cmd_data_check(args) -> None:

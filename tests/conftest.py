@@ -51,3 +51,16 @@ def tiny_config(tmp_path, tiny_shapes) -> Path:
 def bin_dir() -> Path:
     """The folder holding this environment's `gan` and `accelerate` commands."""
     return Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): its
+    tensors are tiny, and on a shared 2-core box a 2-thread team spins and runs several times slower
+    than one thread (KID's 200 x 200 kernels: 10-25x next to a training run)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

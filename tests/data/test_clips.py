@@ -10,13 +10,7 @@ from gan.data.moving_shapes import write_moving_shapes
 from gan.errors import GanError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on a busy 2-core box, a 2-thread torch team costs more than it saves."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _clip(t: int = 4, h: int = 12, w: int = 16) -> torch.Tensor:

@@ -21,13 +21,7 @@ from gan.metrics.backbones import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: a 2-thread team spins (and runs several times slower) on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ from gan.metrics.stats import (
 pytestmark = pytest.mark.filterwarnings("ignore:Metric `.*` will save all extracted features:UserWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The matrices here are small: on a busy CPU, handing work between threads costs more than the
-    arithmetic (KID's 200 x 200 kernels ran 10-25x slower with 2 threads next to a training run)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def gaussians(n, d, seed, shift=0.0, scale=1.0):

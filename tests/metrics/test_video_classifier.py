@@ -22,12 +22,7 @@ from gan.metrics.video_classifier import (
 moving_shapes = pytest.importorskip("gan.data.moving_shapes", reason="the moving-shapes data module is not available")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared with long training runs
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from gan.errors import GanError
 from gan.repair.metrics import PSNR_CAP, psnr, repair_metrics, ssim, temporal_error
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on a busy 2-core box, a 2-thread torch team costs more than it saves."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def frames(t=4, size=16, seed=0, low=-0.8, high=0.8):

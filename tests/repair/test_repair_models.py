@@ -14,13 +14,7 @@ from gan.repair.models import GatedConv3d, RepairGenerator, TemporalPatchDiscrim
 C = 4  # base channels: tiny on purpose (busy 2-core CPU)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on a busy 2-core box, a 2-thread torch team costs more than it saves."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def clip(b=1, t=4, h=16, w=16, seed=0):
