@@ -22,6 +22,10 @@ def _add_train(sub):
                         "or a checkpoint-<step> folder")
     p.add_argument("--max-steps", type=int, default=None, help="shorthand for --set train.max_steps=N")
     p.add_argument("--max-minutes", type=float, default=None, help="shorthand for --set train.max_minutes=M")
+    p.add_argument("--on-bad-sample", choices=["error", "skip"], default=None,
+                   help="bad training rows (corrupt image or WAV, bad metadata line): 'error' stops and lists "
+                        "them (the default), 'skip' drops them and lists them in RUN/bad_samples.txt; "
+                        "shorthand for --set data.on_bad_sample=...")
     p.set_defaults(func=cmd_train)
 
 
@@ -34,6 +38,8 @@ def cmd_train(args) -> None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.max_minutes is not None:
         overrides.append(f"train.max_minutes={args.max_minutes}")
+    if args.on_bad_sample is not None:
+        overrides.append(f"data.on_bad_sample={args.on_bad_sample}")
     cfg = load_config(args.config, overrides)
     run_dir = train(cfg, resume=args.resume)
     print(f"run folder: {run_dir}  (sample with: gan sample --checkpoint {run_dir} --prompt \"...\")")
@@ -122,6 +128,8 @@ def _add_sample(sub):
                    help="resample noise values beyond ±T (truncation trick); default: none")
     p.add_argument("--out", default="samples/out", help="output folder")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--griffin-lim-iters", type=int, default=32,
+                   help="joint generators: Griffin-Lim iterations turning spectrograms into sound")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.set_defaults(func=cmd_sample)
 
@@ -160,11 +168,13 @@ def _device(name: str | None) -> str:
 
 
 def cmd_sample(args) -> None:
-    from gan.sampling import Sampler, check_prompts, save_samples
+    from gan.sampling import Sampler, check_prompts, export_task, save_samples
 
     prompts = list(args.prompt) + (read_prompt_file(args.prompt_file) if args.prompt_file else [])
     if prompts:
         check_prompts(prompts)
+    if export_task(args.checkpoint) == "joint":
+        return _sample_joint(args, prompts)
     if not (prompts or args.audio or args.image):
         raise GanError("no condition given: pass --prompt TEXT (repeatable), --prompt-file FILE, --audio FILE "
                        "or --image FILE")
@@ -184,6 +194,20 @@ def cmd_sample(args) -> None:
     labels = _labels(prompts, args.audio, args.image, len(images))
     written = save_samples(images, labels, Path(args.out))
     print(f"wrote {len(written)} files to {args.out}")
+
+
+def _sample_joint(args, prompts: list[str]) -> None:
+    """Image + sound pairs: NNNN.png, NNNN.wav and index.html (look and listen) in --out."""
+    from gan.joint.sampling import JointSampler, write_pairs
+
+    if args.audio or args.image:
+        raise GanError("a joint generator makes its own sound and picture; condition it with --prompt only")
+    sampler = JointSampler.from_pretrained(args.checkpoint, device=_device(args.device))
+    images, mels, labels = sampler.generate(prompts or None, args.num, seed=args.seed, truncation=args.truncation,
+                                            batch_size=args.batch_size)
+    waves = sampler.waveforms(mels, args.griffin_lim_iters)
+    write_pairs(images, mels, waves, sampler.mel.sample_rate, labels, Path(args.out))
+    print(f"wrote {len(images)} image + sound pairs and index.html to {args.out}")
 
 
 def _report_audio(files: list[str], rate: int = 16000) -> None:

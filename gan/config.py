@@ -25,6 +25,7 @@ class DataConfig:
     eval_split: str = "test"  # split folder used for sample prompts and evaluation
     resolution: int = 32  # images are center-cropped and resized to this (power of two >= 16)
     num_workers: int = 0  # DataLoader workers; 0 = load in the main process (fine for preloaded data)
+    on_bad_sample: str = "error"  # bad training rows (corrupt image/WAV, bad metadata line): "error" | "skip" (drop them, list them in RUN/bad_samples.txt)
 
 
 @dataclass
@@ -58,6 +59,22 @@ class RepairConfig:
     perceptual_weight: float = 0.0  # VGG16 perceptual loss; > 0 needs vgg_weights
     vgg_weights: str = ""  # local vgg16-397923af.pth (never downloaded)
     conditioned: bool = False  # feed the clip's condition.modalities (text and/or audio) to G through FiLM
+
+
+@dataclass
+class JointConfig:
+    conditioned: bool = True  # condition both outputs on condition.modalities (captions); false = unconditional
+    caption_dropout: float = 0.2  # share of training rows given the zero "no caption" condition, so one model samples with and without a prompt
+    pair_weight: float = 1.0  # joint head: weight of "real image + another row's real sound" scored as fake
+    audio_channels: int = 16  # base width of G's audio head and D's audio branch (at the spectrogram's size)
+    trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
+    sample_rate: int = 16000  # Hz; the dataset's sounds are resampled to it
+    seconds: float = 1.0  # length of each sound
+    n_fft: int = 1024  # STFT size of the log-mel spectrogram
+    hop_length: int = 250  # STFT hop in samples (1 s at 16 kHz -> 64 frames)
+    n_mels: int = 64  # mel bins = spectrogram frames (G draws a square M x M map); a power of two >= 16
+    f_max: float = 4000.0  # highest mel frequency in Hz (the shapes' pitches and low harmonics lie below)
+    griffin_lim_iters: int = 32  # Griffin-Lim iterations when spectrograms become sound (sampling, evaluation)
 
 
 @dataclass
@@ -124,6 +141,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     repair: RepairConfig = field(default_factory=RepairConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -131,8 +149,9 @@ class Config:
 
 
 # text-to-image and conditional-image: an image from condition.modalities; video-repair: fill the
-# damaged regions of clips (gan.training.repair_steps)
-TASKS = ("text-to-image", "conditional-image", "video-repair")
+# damaged regions of clips (gan.training.repair_steps); joint: an image and its sound from one
+# latent, optionally captioned (gan.training.joint_steps)
+TASKS = ("text-to-image", "conditional-image", "video-repair", "joint")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -248,6 +267,8 @@ def validate(cfg: Config) -> None:
         raise bad("train.mixed_precision", f"'auto', 'no', 'bf16' or 'fp16', got {cfg.train.mixed_precision!r}")
     if cfg.train.tracker not in ("tensorboard", "none"):
         raise bad("train.tracker", f"'tensorboard' or 'none', got {cfg.train.tracker!r}")
+    if cfg.data.on_bad_sample not in ("error", "skip"):
+        raise bad("data.on_bad_sample", f"'error' or 'skip', got {cfg.data.on_bad_sample!r}")
     for key in ("train.batch_size", "train.grad_accum", "train.max_steps", "loss.gp_every"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
@@ -281,6 +302,18 @@ def validate(cfg: Config) -> None:
             raise bad("condition.modalities", "text and/or audio for conditioned repair (the clip is the image)")
         if cfg.train.eval_every:
             raise bad("train.eval_every", "0 for video-repair (evaluate with gan eval --metrics psnr,ssim,...)")
+    if cfg.task == "joint":
+        j = cfg.joint
+        if j.n_mels < 16 or j.n_mels & (j.n_mels - 1):
+            raise bad("joint.n_mels", f"a power of two >= 16 (it is also the number of frames), got {j.n_mels}")
+        if not 0.0 <= j.caption_dropout < 1.0:
+            raise bad("joint.caption_dropout", f"a probability in [0, 1), got {j.caption_dropout}")
+        if cfg.loss.gp == "ma_gp":
+            raise bad("loss.gp", "'r1' or 'none' for the joint task (MA-GP is defined for one image and a caption)")
+        if j.conditioned and any(m != "text" for m in cfg.condition.modalities):
+            raise bad("condition.modalities", "['text'] for a captioned joint model (its sound is an output)")
+        if cfg.train.eval_every:
+            raise bad("train.eval_every", "0 for the joint task (evaluate with gan eval --metrics fid,fad,consistency)")
     if cfg.train.eval_every < 0 or cfg.train.eval_num < 1:
         raise bad("train.eval_every / train.eval_num", "eval_every >= 0 (0 = never) and eval_num >= 1")
     allowed = ("fid", "kid", "is", "pr", "attr")

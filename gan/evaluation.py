@@ -25,7 +25,7 @@ from gan.data.metadata import read_metadata
 from gan.errors import GanError
 from gan.metrics.features import FeatureMetrics, gather_rows, world
 from gan.metrics.protocol import FEATURE_METRICS, REPAIR_METRICS, EvalProtocol, to_dict
-from gan.sampling import CONDITION_FILE, Sampler, resolve_export, to_uint8
+from gan.sampling import CONDITION_FILE, Sampler, export_task, resolve_export, to_uint8
 
 
 def _rows_with_attributes(rows: list[dict], split: Path, metric: str) -> list[dict]:
@@ -181,8 +181,11 @@ def evaluate(p: EvalProtocol, *, checkpoint: str | None = None, fake: str | None
     """
     if (checkpoint is None) == (fake is None):
         raise GanError("give exactly one generated source: --checkpoint RUN or --fake FOLDER")
-    if checkpoint is not None and _task(checkpoint) == "video-repair":
+    task = export_task(checkpoint) if checkpoint is not None else None
+    if task == "video-repair":
         return _evaluate_repair(p, checkpoint, out, device, progress)
+    if task == "joint":
+        return _evaluate_joint(p, checkpoint, out, device, progress)
     device = _init_processes() or torch.device(device)
     rank, size = world()
     started = time.time()
@@ -301,10 +304,6 @@ def _write_result(result: dict, export: Path | None, metrics: list[str], out: st
     return path
 
 
-def _task(checkpoint: str) -> str:
-    return json.loads((resolve_export(checkpoint) / CONDITION_FILE).read_text()).get("task", "text-to-image")
-
-
 def _evaluate_repair(p: EvalProtocol, checkpoint: str, out: str | None, device, progress: bool):
     from gan.repair.evaluate import evaluate_repair
 
@@ -330,11 +329,42 @@ def _evaluate_repair(p: EvalProtocol, checkpoint: str, out: str | None, device, 
     return result, _write_result(result, export, p.metrics, out)
 
 
+def _evaluate_joint(p: EvalProtocol, checkpoint: str, out: str | None, device, progress: bool):
+    from gan.joint.evaluate import evaluate_joint
+
+    started = time.time()
+    res = evaluate_joint(checkpoint, p.data, p.metrics, num=p.num, seed=p.seed, truncation=p.truncation or None,
+                         batch_size=p.batch_size, device=device, progress=progress)
+    export, d = resolve_export(checkpoint), res["details"]
+    features = {"fid": "image attribute classifier (gan.metrics.attributes), not comparable with Inception FID",
+                "fad": "audio attribute classifier on log-mels (gan.joint.audio_classifier), not comparable with "
+                       "VGGish FAD",
+                "consistency": "image attribute classifier on each image vs audio attribute classifier on its sound",
+                "attr": "each modality's classifier vs the caption's attributes"}
+    result = {"metrics": res["metrics"],
+              "provenance": {m: {"metric": m, "name": f"{m}{_count_label(p.num)}_{Path(p.data).name}_joint",
+                                 "generated": str(export), "reference": p.data, "features": features[m], **d}
+                             for m in p.metrics},
+              "run": {"protocol": to_dict(p), "seconds": round(time.time() - started, 1), "versions": versions()}}
+    return result, _write_result(result, export, p.metrics, out)
+
+
 _SCALARS = ("fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "density", "coverage")
 
 
 def print_table(result: dict) -> None:
     m = result["metrics"]
+    if "consistency" in m or "fad" in m:  # joint generator
+        for k in ("fid", "fad"):
+            if k in m:
+                print(f"  {k:<12}{m[k]:>14.6g}")
+        cols = ("color", "shape", "size", "position", "mean", "all")
+        rows = [(f"consistency {k}", v) for k, v in m.get("consistency", {}).items()]
+        rows += [(f"attr {k} vs caption", v) for k, v in m.get("attr", {}).items()]
+        print(f"{'':<28}" + "".join(f"{c:>10}" for c in cols))
+        for name, v in rows:
+            print(f"{name:<28}" + "".join(f"{v[c]:>10.3f}" for c in cols))
+        return
     if "baselines" in result:  # video repair: the model against the baselines
         names = list(m)
         print(f"{'method':<18}" + "".join(f"{k:>11}" for k in names))

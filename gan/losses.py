@@ -60,16 +60,20 @@ def _require_grad(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name} must require grad before the discriminator sees it (call .requires_grad_())")
 
 
-def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
-    """mean over the batch of ||d D(x) / d x||^2 on real images (Mescheder et al., 2018).
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """mean over the batch of ||d D(x) / d x||^2 on real inputs (Mescheder et al., 2018).
 
-    Not scaled: the caller multiplies by gamma / 2. The graph is kept (create_graph=True) so
-    the penalty itself can be backpropagated into D's weights.
+    `real_images` may be a tuple of inputs (e.g. an image and its spectrogram); the squared norms
+    of all their gradients are added, as for one input made of both. Not scaled: the caller
+    multiplies by gamma / 2. The graph is kept (create_graph=True) so the penalty itself can be
+    backpropagated into D's weights.
     """
-    _require_grad("r1_penalty: real_images", real_images)
+    inputs = real_images if isinstance(real_images, tuple) else (real_images,)
+    for x in inputs:
+        _require_grad("r1_penalty: real_images", x)
     # Summing the logits gives each sample's own gradient: samples do not interact in D.
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(dim=1).mean()
+    grads = torch.autograd.grad(real_logits.float().sum(), inputs, create_graph=True)
+    return sum(g.float().pow(2).flatten(1).sum(dim=1) for g in grads).mean()
 
 
 def matching_aware_gp(
@@ -120,5 +124,16 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07,
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
+def fake_hinge(logits) -> torch.Tensor:
+    """The fake half of the hinge D loss alone: mean(relu(1 + x)), for extra kinds of negatives."""
+    return F.relu(1.0 + logits.float()).mean()
+
+
+def fake_nonsaturating(logits) -> torch.Tensor:
+    """The fake half of the logistic D loss alone: mean(softplus(x))."""
+    return F.softplus(logits.float()).mean()
+
+
 D_LOSSES = {"hinge": d_hinge, "nonsaturating": d_nonsaturating}
+FAKE_TERMS = {"hinge": fake_hinge, "nonsaturating": fake_nonsaturating}
 G_LOSSES = {"hinge": g_hinge, "nonsaturating": g_nonsaturating}

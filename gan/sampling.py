@@ -32,6 +32,17 @@ def resolve_export(path: str | Path) -> Path:
         f"exported generator folder with config.json and {CONDITION_FILE} (written by train_gan.py)")
 
 
+def export_task(path: str | Path) -> str:
+    """The task an export was trained for (condition.json's "task"; older exports: text-to-image)."""
+    import json
+
+    folder = resolve_export(path)
+    try:
+        return json.loads((folder / CONDITION_FILE).read_text()).get("task", "text-to-image")
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise GanError(f"{folder}/{CONDITION_FILE}: unreadable ({e}); re-export the generator") from None
+
+
 def check_prompts(prompts: list[str]) -> list[str]:
     if not prompts:
         raise GanError("no prompt given: pass --prompt TEXT (repeatable) or --prompt-file FILE")

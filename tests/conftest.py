@@ -40,11 +40,19 @@ output_dir = "{runs}"
 """
 
 
+@pytest.fixture(scope="session")
+def make_tiny_config(tiny_shapes):
+    """folder -> folder/tiny.toml, training on tiny_shapes into folder/runs (for module-scoped runs)."""
+    def make(folder: Path) -> Path:
+        path = folder / "tiny.toml"
+        path.write_text(TINY_CONFIG.format(root=tiny_shapes.as_posix(), runs=(folder / "runs").as_posix()))
+        return path
+    return make
+
+
 @pytest.fixture
-def tiny_config(tmp_path, tiny_shapes) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_CONFIG.format(root=tiny_shapes.as_posix(), runs=(tmp_path / "runs").as_posix()))
-    return path
+def tiny_config(tmp_path, make_tiny_config) -> Path:
+    return make_tiny_config(tmp_path)
 
 
 @pytest.fixture(scope="session")

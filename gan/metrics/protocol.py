@@ -21,7 +21,9 @@ FEATURE_METRICS = ("fid", "kid", "is", "pr")
 PIXEL_METRICS = ("attr", "diversity")
 # ... and those of video repair (gan.repair.evaluate), against the baselines on fixed masks.
 REPAIR_METRICS = ("psnr", "ssim", "hole_psnr", "hole_ssim", "temporal", "vfid")
-METRICS = FEATURE_METRICS + PIXEL_METRICS + REPAIR_METRICS
+# ... and those only a joint (image + sound) generator has (gan.joint.evaluate; it also takes fid, attr).
+JOINT_METRICS = ("fad", "consistency")
+METRICS = FEATURE_METRICS + PIXEL_METRICS + REPAIR_METRICS + JOINT_METRICS
 RESIZE_MODES = ("tf-bilinear", "antialias")
 
 

@@ -137,3 +137,29 @@ def repair_preview(G, split, cfg, out_dir, step: int, device, clips: int = 4, co
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_gif(video, out_dir / f"step-{step:07d}.gif", fps=4)
+
+
+def repair_micro_step(trainer, batch, D_raw, autocast, micro: int) -> dict:
+    """The Trainer's micro-step for task = "video-repair" (it owns models, optimisers and accelerator)."""
+    cfg, acc, r = trainer.cfg, trainer.accelerator, trainer.cfg.repair
+    real = batch["frames"].to(acc.device, non_blocking=True)  # (B, T, 3, H, W)
+    real = real[:, : r.frames]
+    cond = trainer._condition(batch["index"], None).pooled if trainer.conditioner is not None else None
+    mask = damage_masks(r.damage, real.shape[0], real.shape[1], cfg.data.resolution, seed=cfg.train.seed,
+                        step=trainer.step, rank=acc.process_index, micro=micro).to(acc.device)
+    with autocast():
+        composite, raw = trainer.G(real, mask, cond, return_raw=True)  # (B, T, 3, H, W) each
+    trainer.D.requires_grad_(True)
+    d_loss, stats = repair_discriminator_step(trainer.D, real, composite.detach().float(), mask, autocast=autocast)
+    acc.backward(d_loss)
+    trainer.opt_d.step()
+    trainer.opt_d.zero_grad(set_to_none=True)
+    trainer.D.requires_grad_(False)
+    g_loss, g_stats = repair_generator_step(
+        D_raw, composite, raw, real, mask, hole_weight=r.hole_weight, valid_weight=r.valid_weight,
+        adv_weight=r.adv_weight, perceptual=trainer.perceptual, perceptual_weight=r.perceptual_weight,
+        autocast=autocast)
+    acc.backward(g_loss)
+    trainer.opt_g.step()
+    trainer.opt_g.zero_grad(set_to_none=True)
+    return {**stats, **g_stats}

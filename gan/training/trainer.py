@@ -84,6 +84,7 @@ class Trainer:
         root = Path(cfg.data.root)
         split = root / cfg.data.train_split
         self.repair = cfg.task == "video-repair"
+        self.joint = cfg.task == "joint"
         if self.repair:
             from gan.data.clips import ClipDataset
             from gan.training.repair_steps import build_repair_models
@@ -102,10 +103,19 @@ class Trainer:
                 self.perceptual = VGGPerceptual(cfg.repair.vgg_weights).to(acc.device)
         else:
             self.dataset = ImageTextDataset(split, cfg.data.resolution)
-            self.conditioner = build_conditioner(cfg, self.dataset.texts)
-            self.cond_inputs = ConditionInputs(cfg, self.dataset, self.conditioner, acc.main_process_first,
-                                               progress=acc.is_main_process)
-            G, D = build_models(cfg, self.conditioner.cond_dim, self.conditioner.token_dim)
+            self.conditioner = None
+            if not self.joint or cfg.joint.conditioned:
+                self.conditioner = build_conditioner(cfg, self.dataset.texts)
+                self.cond_inputs = ConditionInputs(cfg, self.dataset, self.conditioner, acc.main_process_first,
+                                                   progress=acc.is_main_process)
+            if self.joint:
+                from gan.training.joint_steps import build_joint_models, joint_audio
+
+                self.mel_settings, self.audio_bank = joint_audio(cfg, self.dataset, acc.main_process_first,
+                                                                 progress=acc.is_main_process)
+                G, D = build_joint_models(cfg, self.conditioner, self.mel_settings)
+            else:
+                G, D = build_models(cfg, self.conditioner.cond_dim, self.conditioner.token_dim)
         if cfg.train.channels_last and not self.repair:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         o = cfg.optim
@@ -208,11 +218,9 @@ class Trainer:
         tmp = ckpt.temp_dir_for(final)
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
         G.save_pretrained(tmp)
+        spec = self.conditioner.export(tmp) if self.conditioner is not None else {"modalities": []}
         if self.repair:
-            spec = self.conditioner.export(tmp) if self.conditioner is not None else {"modalities": []}
             spec.update(frames=self.cfg.repair.frames, resolution=self.cfg.data.resolution)
-        else:
-            spec = self.conditioner.export(tmp)
         (tmp / CONDITION_FILE).write_text(json.dumps(
             {"task": self.cfg.task, **spec, "step": self.step, "ema": self.ema is not None}, indent=2))
         ckpt.replace_dir(tmp, final)
@@ -224,6 +232,10 @@ class Trainer:
         if not self.accelerator.is_main_process or not self.grid_rows:
             return
         G = self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.G)
+        if self.joint:
+            from gan.training.joint_steps import joint_preview
+
+            return joint_preview(self, G)
         sampler = Sampler(G, self.conditioner, self.accelerator.device)
         with self.accelerator.autocast():
             cond = sampler.condition(**sampler.row_inputs(self.grid_rows, self.grid_folder))
@@ -337,35 +349,15 @@ class Trainer:
                        conditioner=self.conditioner)
         G.train()
 
-    def _repair_micro_step(self, batch, D_raw, autocast, micro: int) -> dict:
-        from gan.training.repair_steps import damage_masks, repair_discriminator_step, repair_generator_step
-
-        cfg, acc, r = self.cfg, self.accelerator, self.cfg.repair
-        real = batch["frames"].to(acc.device, non_blocking=True)  # (B, T, 3, H, W)
-        real = real[:, : r.frames]
-        cond = self._condition(batch["index"], None).pooled if self.conditioner is not None else None
-        mask = damage_masks(r.damage, real.shape[0], real.shape[1], cfg.data.resolution, seed=cfg.train.seed,
-                            step=self.step, rank=acc.process_index, micro=micro).to(acc.device)
-        with autocast():
-            composite, raw = self.G(real, mask, cond, return_raw=True)  # (B, T, 3, H, W) each
-        self.D.requires_grad_(True)
-        d_loss, stats = repair_discriminator_step(self.D, real, composite.detach().float(), mask, autocast=autocast)
-        acc.backward(d_loss)
-        self.opt_d.step()
-        self.opt_d.zero_grad(set_to_none=True)
-        self.D.requires_grad_(False)
-        g_loss, g_stats = repair_generator_step(
-            D_raw, composite, raw, real, mask, hole_weight=r.hole_weight, valid_weight=r.valid_weight,
-            adv_weight=r.adv_weight, perceptual=self.perceptual, perceptual_weight=r.perceptual_weight,
-            autocast=autocast)
-        acc.backward(g_loss)
-        self.opt_g.step()
-        self.opt_g.zero_grad(set_to_none=True)
-        return {**stats, **g_stats}
-
     def _micro_step(self, batch, D_raw, autocast, micro: int = 0) -> dict:
         if self.repair:
-            return self._repair_micro_step(batch, D_raw, autocast, micro)
+            from gan.training.repair_steps import repair_micro_step
+
+            return repair_micro_step(self, batch, D_raw, autocast, micro)
+        if self.joint:
+            from gan.training.joint_steps import joint_micro_step
+
+            return joint_micro_step(self, batch, D_raw, autocast, micro)
         cfg, acc, l = self.cfg, self.accelerator, self.cfg.loss
         real = batch["image"].to(acc.device, non_blocking=True)
         if cfg.train.channels_last:

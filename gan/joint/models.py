@@ -1,0 +1,230 @@
+"""Joint generation: one latent -> an image AND its sound (a log-mel spectrogram), judged together.
+
+Generator (one noise draw, optional caption condition):
+
+    (z, cond) -> mapping -> w -> linear -> 4x4 -> shared UpBlocks to `trunk_resolution`
+        -> image UpBlocks -> conv -> tanh -> (B, 3, R, R)
+        -> audio UpBlocks -> conv -> tanh -> (B, 1, M, M)   normalised log-mel (gan.joint.mel)
+
+Both heads grow out of one trunk, so whatever the trunk decides (which shape, where, what colour)
+reaches both; that shared decision is what makes the picture and the sound agree.
+
+Discriminator: an image branch and an audio branch (conv towers down to 4x4, position kept as in
+`ProjectionDiscriminator`), a logit per branch, and a joint head on both branches' features. The
+joint head also scores index pairs (image of row i, audio of row j), which is how mismatched real
+pairs are judged as fake (arXiv 2104.02656 uses the same one-per-modality + joint layout).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+from gan.models.blocks import LRELU_SLOPE, DownBlock, UpBlock, check_shape, is_power_of_two
+from gan.models.generator import W_DIM, ConditionalGenerator
+
+HEADS = ("image", "audio", "joint")
+
+
+def _check_resolution(who: str, name: str, value: int, low: int = 16) -> None:
+    if not is_power_of_two(value) or value < low:
+        raise ValueError(f"{who}: {name} must be a power of two >= {low}, got {value}")
+
+
+class JointGenerator(ModelMixin, ConfigMixin):
+    """Maps noise z (and a condition, when cond_dim > 0) to an (image, log-mel) pair in [-1, 1]."""
+
+    @register_to_config
+    def __init__(
+        self,
+        image_resolution: int = 32,  # Image side in pixels; a power of two >= 16.
+        audio_resolution: int = 64,  # Mel bins = time frames of the spectrogram; a power of two >= 16.
+        z_dim: int = 128,  # Length of the noise vector z.
+        cond_dim: int = 0,  # Length of the pooled condition; 0 = unconditional (no condition input at all).
+        base_channels: int = 32,  # Image-head channels at the image resolution; doubled per halving.
+        audio_channels: int = 16,  # Audio-head channels at the audio resolution; doubled per halving.
+        max_channels: int = 256,  # Cap on channels at low resolutions (trunk and heads).
+        trunk_resolution: int = 8,  # Side of the last shared feature map; both heads branch off here.
+        mel: dict | None = None,  # gan.joint.mel.MelSettings as a dict (how to turn the mel into sound); None = defaults.
+    ):
+        super().__init__()
+        who = "JointGenerator"
+        _check_resolution(who, "image_resolution", image_resolution)
+        _check_resolution(who, "audio_resolution", audio_resolution)
+        if not is_power_of_two(trunk_resolution) or not 4 <= trunk_resolution <= min(image_resolution, audio_resolution):
+            raise ValueError(f"{who}: trunk_resolution must be a power of two in [4, {min(image_resolution, audio_resolution)}], "
+                             f"got {trunk_resolution}")
+
+        def image_ch(res: int) -> int:
+            return min(max_channels, base_channels * (image_resolution // res))
+
+        def audio_ch(res: int) -> int:
+            return min(max_channels, audio_channels * (audio_resolution // res))
+
+        self.mapping = nn.Sequential(
+            nn.Linear(z_dim + cond_dim, W_DIM), nn.LeakyReLU(LRELU_SLOPE),
+            nn.Linear(W_DIM, W_DIM), nn.LeakyReLU(LRELU_SLOPE),
+        )
+        for layer in self.mapping:
+            if isinstance(layer, nn.Linear):
+                nn.init.kaiming_normal_(layer.weight, a=LRELU_SLOPE)
+                nn.init.zeros_(layer.bias)
+        # The trunk is as wide as the wider head needs at each size, so neither head starts starved.
+        trunk_ch = {r: max(image_ch(r), audio_ch(r)) for r in (4 * 2**i for i in range(8)) if r <= trunk_resolution}
+        self.fc = nn.Linear(W_DIM, trunk_ch[4] * 16)
+        self.trunk = nn.ModuleList(UpBlock(trunk_ch[r], trunk_ch[2 * r], W_DIM)
+                                   for r in sorted(trunk_ch) if 2 * r <= trunk_resolution)
+        self.image_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, image_resolution, image_ch)
+        self.to_rgb = nn.Conv2d(c, 3, 3, padding=1)
+        self.audio_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, audio_resolution, audio_ch)
+        self.to_mel = nn.Conv2d(c, 1, 3, padding=1)
+
+    @staticmethod
+    def _head(c_in: int, res: int, out_res: int, channels) -> tuple[nn.ModuleList, int]:
+        blocks = nn.ModuleList()
+        while res < out_res:
+            blocks.append(UpBlock(c_in, channels(2 * res), W_DIM))
+            c_in, res = channels(2 * res), 2 * res
+        return blocks, c_in
+
+    sample_noise = staticmethod(ConditionalGenerator.sample_noise)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, z_dim), cond (B, cond_dim) or None when cond_dim = 0.
+        Returns (images (B, 3, R, R), mels (B, 1, M, M)), both in [-1, 1]."""
+        cfg = self.config
+        check_shape("JointGenerator z", z, (None, cfg.z_dim))
+        B = z.shape[0]
+        if cfg.cond_dim:
+            if cond is None:
+                raise ValueError(f"JointGenerator: this model is conditioned (cond_dim={cfg.cond_dim}); cond is required")
+            check_shape("JointGenerator cond", cond, (B, cfg.cond_dim))
+            z = torch.cat([z, cond.to(z.dtype)], dim=1)
+        elif cond is not None and cond.numel():
+            raise ValueError("JointGenerator: this model is unconditional (cond_dim=0); got a condition")
+        w = self.mapping(z)  # (B, W_DIM)
+        h = self.fc(w).view(B, -1, 4, 4)  # (B, C4, 4, 4)
+        if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):
+            h = h.contiguous(memory_format=torch.channels_last)
+        for block in self.trunk:
+            h = block(h, w)  # (B, C, 2r, 2r) up to trunk_resolution
+        x = h
+        for block in self.image_blocks:
+            x = block(x, w)
+        images = torch.tanh(self.to_rgb(F.leaky_relu(x, LRELU_SLOPE)))  # (B, 3, R, R)
+        a = h
+        for block in self.audio_blocks:
+            a = block(a, w)
+        mels = torch.tanh(self.to_mel(F.leaky_relu(a, LRELU_SLOPE)))  # (B, 1, M, M)
+        return images, mels
+
+
+class _Tower(nn.Module):
+    """Conv tower to 4x4, then [sum over pixels, flattened 1x1 conv]: the features keep where
+    things are (image: position; spectrogram: pitch band and when the notes sound)."""
+
+    def __init__(self, in_channels: int, resolution: int, base: int, max_channels: int, position_channels: int):
+        super().__init__()
+
+        def channels(res: int) -> int:
+            return min(max_channels, base * (resolution // res))
+
+        self.resolution, self.in_channels = resolution, in_channels
+        self.stem = nn.Conv2d(in_channels, channels(resolution), 3, padding=1)
+        self.blocks = nn.ModuleList()
+        res = resolution
+        while res > 4:
+            self.blocks.append(DownBlock(channels(res), channels(res // 2)))
+            res //= 2
+        self.to_position = nn.Conv2d(channels(4), position_channels, 1)
+        self.feature_dim = channels(4) + 16 * position_channels
+
+    def forward(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        check_shape(f"JointDiscriminator {what}", x, (None, self.in_channels, self.resolution, self.resolution))
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        h = F.leaky_relu(h, LRELU_SLOPE)  # (B, C4, 4, 4)
+        return torch.cat([h.sum(dim=(2, 3)), self.to_position(h).flatten(1)], dim=1).float()  # (B, F)
+
+
+class JointDiscriminator(ModelMixin, ConfigMixin):
+    """Scores images, sounds and (image, sound) pairs, each against the condition when cond_dim > 0."""
+
+    @register_to_config
+    def __init__(
+        self,
+        image_resolution: int = 32,  # Image side in pixels; a power of two >= 16.
+        audio_resolution: int = 64,  # Side of the (mel bins x frames) spectrogram; a power of two >= 16.
+        cond_dim: int = 0,  # Length of the pooled condition; 0 = unconditional heads (no projection terms).
+        base_channels: int = 32,  # Image-branch channels at the input resolution; doubled per halving.
+        audio_channels: int = 16,  # Audio-branch channels at the input resolution; doubled per halving.
+        max_channels: int = 256,  # Channel cap of both branches.
+        position_channels: int = 32,  # Channels of each branch's flattened 4x4 map.
+        joint_dim: int = 256,  # Hidden width of the joint head's MLP over both branches' features.
+        spectral_norm: bool = False,  # Spectral normalisation on every conv/linear; False = plain layers.
+    ):
+        super().__init__()
+        _check_resolution("JointDiscriminator", "image_resolution", image_resolution)
+        _check_resolution("JointDiscriminator", "audio_resolution", audio_resolution)
+        self.image = _Tower(3, image_resolution, base_channels, max_channels, position_channels)
+        self.audio = _Tower(1, audio_resolution, audio_channels, max_channels, position_channels)
+        fi, fa = self.image.feature_dim, self.audio.feature_dim
+        self.joint = nn.Sequential(nn.Linear(fi + fa, joint_dim), nn.LeakyReLU(LRELU_SLOPE))
+        dims = {"image": fi, "audio": fa, "joint": joint_dim}
+        self.linear = nn.ModuleDict({k: nn.Linear(d, 1) for k, d in dims.items()})
+        # No bias: a condition-only offset cannot tell real from fake.
+        self.embed = nn.ModuleDict({k: nn.Linear(cond_dim, d, bias=False) for k, d in dims.items()}) if cond_dim else None
+        if spectral_norm:
+            for module in list(self.modules()):
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    _sn(module)
+
+    def _score(self, head: str, phi: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        with torch.autocast(device_type=phi.device.type, enabled=False):  # tiny head: keep logits in float32
+            out = self.linear[head](phi.float()).squeeze(1)
+            if self.embed is not None:
+                out = out + (self.embed[head](cond.float()) * phi.float()).sum(dim=1)
+            return out
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        mels: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        mismatch_cond: torch.Tensor | None = None,
+        pairs: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """images (B, 3, R, R), mels (B, 1, M, M), cond (B, cond_dim) or None when cond_dim = 0.
+
+        Returns {"image", "audio", "joint"}: (B,) float32 logits of the given pairs; with
+        mismatch_cond (B, cond_dim) also "<head>_mismatch", the same inputs scored against those
+        conditions; with pairs (P, 2) long (image row, audio row) also "pairs": (P,) joint logits
+        of re-paired rows, scored against the image row's condition. All from ONE feature pass
+        per branch, so one forward serves one backward under DDP.
+        """
+        B = images.shape[0]
+        if mels.shape[0] != B:
+            raise ValueError(f"JointDiscriminator: {B} images but {mels.shape[0]} spectrograms")
+        if self.embed is not None:
+            if cond is None:
+                raise ValueError(f"JointDiscriminator: conditioned (cond_dim={self.config.cond_dim}); cond is required")
+            check_shape("JointDiscriminator cond", cond, (B, self.config.cond_dim))
+        phi_i = self.image(images, "images")  # (B, Fi)
+        phi_a = self.audio(mels, "mels")  # (B, Fa)
+        phi_j = self.joint(torch.cat([phi_i, phi_a], dim=1))  # (B, J)
+        phis = {"image": phi_i, "audio": phi_a, "joint": phi_j}
+        out = {k: self._score(k, phi, cond) for k, phi in phis.items()}
+        if mismatch_cond is not None and self.embed is not None:
+            for k, phi in phis.items():
+                out[f"{k}_mismatch"] = self._score(k, phi, mismatch_cond)
+        if pairs is not None:
+            check_shape("JointDiscriminator pairs", pairs, (None, 2))
+            i, a = pairs[:, 0], pairs[:, 1]
+            phi_p = self.joint(torch.cat([phi_i[i], phi_a[a]], dim=1))  # (P, J)
+            out["pairs"] = self._score("joint", phi_p, None if cond is None else cond[i])
+        return out

@@ -1,0 +1,150 @@
+"""Sample (image, sound) pairs from an exported joint generator, and write them for people.
+
+`gan sample` on a joint run writes NNNN.png + NNNN.wav (+ NNNN.mel.png, the spectrogram G drew)
+and index.html, a static page showing each picture with an audio player beside it. Needs only
+the export folder: the mel settings that turn spectrograms into sound live in the generator's
+config.json, the caption encoder's recipe in condition.json.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gan.errors import GanError
+from gan.joint.mel import MelSettings, mel_to_waveform
+from gan.joint.models import JointGenerator
+from gan.sampling import check_prompts, resolve_export, to_pil, to_uint8
+
+
+class JointSampler:
+    """Noise (+ optional captions) -> images (N, 3, R, R) and spectrograms (N, 1, M, M) -> waveforms."""
+
+    def __init__(self, generator: JointGenerator, conditioner=None, device: str | torch.device = "cpu"):
+        self.generator = generator.eval().to(device)
+        self.conditioner = conditioner
+        self.device = torch.device(device)
+        self.mel = MelSettings.from_dict(generator.config.mel) if generator.config.mel else MelSettings()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "JointSampler":
+        from gan.conditioning import Conditioner, read_condition_spec
+
+        folder = resolve_export(path)
+        spec = read_condition_spec(folder)
+        if spec.get("task") != "joint":
+            raise GanError(f"{folder}: a {spec.get('task', 'text-to-image')} generator, not a joint one")
+        conditioner = Conditioner.from_export(folder, spec) if spec.get("modalities") else None
+        try:
+            generator = JointGenerator.from_pretrained(folder)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise GanError(f"{folder}: cannot load the joint generator weights: {e}") from None
+        return cls(generator, conditioner, device)
+
+    @property
+    def conditioned(self) -> bool:
+        return self.generator.config.cond_dim > 0
+
+    def condition(self, prompts: list[str] | None, n: int) -> torch.Tensor | None:
+        """(n, D) pooled caption embeddings; zeros (the "no caption" condition it was trained with)
+        when no prompt is given; None for an unconditional model."""
+        if not self.conditioned:
+            if prompts:
+                raise GanError("this joint generator was trained without captions; drop --prompt")
+            return None
+        if not prompts:
+            return torch.zeros(n, self.generator.config.cond_dim)
+        check_prompts(prompts)
+        return self.conditioner.encode(texts=list(prompts)).pooled.float()
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str] | None, num: int, seed: int = 0, truncation: float | None = None,
+                 batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """`num` pairs per prompt (or `num` pairs without a prompt): images, mels, and a label per pair.
+        Pair j of every prompt uses the same noise, and the result depends only on `seed`."""
+        if num < 1:
+            raise GanError(f"--num must be at least 1, got {num}")
+        g = torch.Generator().manual_seed(seed)
+        z = JointGenerator.sample_noise(num, self.generator.config.z_dim, g, truncation)  # (num, Z)
+        groups = list(prompts) if prompts else [None]
+        cond = self.condition(prompts, 1)  # (P, D) or (1, D) zeros or None
+        images, mels, labels = [], [], []
+        for p, prompt in enumerate(groups):
+            for lo in range(0, num, batch_size):
+                zb = z[lo:lo + batch_size]
+                c = None if cond is None else cond[p:p + 1].expand(len(zb), -1)
+                im, mel = self.run(zb, c)
+                images.append(im)
+                mels.append(mel)
+            labels += [prompt or ""] * num
+        return torch.cat(images), torch.cat(mels), labels
+
+    def run(self, z: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.device
+        im, mel = self.generator(z.to(dev), None if cond is None else cond.to(dev).float())
+        return im.float().cpu(), mel.float().cpu()
+
+    def waveforms(self, mels: torch.Tensor, iters: int = 32) -> torch.Tensor:
+        """(N, 1, M, M) -> (N, T) float32 in [-1, 1] by Griffin-Lim (fixed phase seed)."""
+        return mel_to_waveform(mels, self.mel, n_iter=iters)
+
+
+def mel_picture(mel: torch.Tensor, scale: int = 2) -> Image.Image:
+    """(1, M, F) normalised log-mel -> a PIL image, low frequencies at the bottom as people read them."""
+    arr = ((mel[0].flip(0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()  # (M, F)
+    # a dark-to-warm ramp: louder is brighter and redder, silence stays black
+    rgb = np.stack([arr, (arr.astype(np.float32) ** 1.5 / 255 ** 0.5).astype(np.uint8), (arr // 3)], axis=-1)
+    im = Image.fromarray(rgb, "RGB")
+    return im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+
+
+def write_pairs(images: torch.Tensor, mels: torch.Tensor, waves: torch.Tensor, sample_rate: int,
+                labels: list[str], out: str | Path, scale: int = 4) -> list[tuple[Path, Path]]:
+    """NNNN.png, NNNN.wav, NNNN.mel.png for each pair, and index.html linking them all."""
+    from gan.data.audio import write_wav
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (len(images) == len(mels) == len(waves) == len(labels)):
+        raise GanError(f"write_pairs: {len(images)} images, {len(mels)} spectrograms, {len(waves)} sounds and "
+                       f"{len(labels)} labels; expected one of each per pair")
+    pixels = to_uint8(images)
+    rows, written = [], []
+    for i in range(len(images)):
+        stem = f"{i:04d}"
+        png, wav, mel_png = out / f"{stem}.png", out / f"{stem}.wav", out / f"{stem}.mel.png"
+        im = to_pil(pixels[i])
+        im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST).save(png)
+        write_wav(wav, waves[i].numpy(), sample_rate)
+        mel_picture(mels[i]).save(mel_png)
+        written.append((png, wav))
+        rows.append(f'<figure><img src="{png.name}" alt="image {stem}"><img src="{mel_png.name}" alt="spectrogram {stem}">'
+                    f'<figcaption>{stem} {html.escape(labels[i])}</figcaption>'
+                    f'<audio controls preload="none" src="{wav.name}"></audio></figure>')
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>joint samples</title><style>"
+            "body{font-family:sans-serif;background:#222;color:#eee}figure{display:inline-block;margin:8px;"
+            "text-align:center}img{image-rendering:pixelated;margin:2px;height:128px}audio{width:260px;display:block}"
+            "</style></head><body><h1>Joint samples: image, spectrogram, sound</h1>\n"
+            + "\n".join(rows) + "\n</body></html>\n")
+    (out / "index.html").write_text(page, encoding="utf-8")
+    return written
+
+
+def preview(images: torch.Tensor, mels: torch.Tensor, labels: list[str] | None = None) -> Image.Image:
+    """Images on top, their spectrograms underneath: the training-time sample grid of joint runs."""
+    from gan.sampling import labelled_grid
+
+    top = labelled_grid(images.unsqueeze(0), None, scale=2)
+    bottom = Image.new("RGB", (top.width, mels.shape[-2] * 2 + 4))
+    step = top.width // len(mels)
+    for i, mel in enumerate(mels):
+        pic = mel_picture(mel, scale=2)
+        bottom.paste(pic.resize((min(step, pic.width), pic.height)), (i * step, 2))
+    page = Image.new("RGB", (top.width, top.height + bottom.height))
+    page.paste(top, (0, 0))
+    page.paste(bottom, (0, top.height))
+    return page

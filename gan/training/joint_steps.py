@@ -1,0 +1,190 @@
+"""One D step and one G step of the joint (image + sound) task, and the trainer's hook for it.
+
+The same Trainer runs it (checkpoints, EMA, logging, resume); only the data (an image and the
+log-mel of its own sound), the models (gan.joint.models) and these steps differ. The loss maths
+is gan.losses' pure functions:
+
+    D: for each head h in (image, audio, joint): D_LOSSES(real_h, fake_h, caption-mismatch_h)
+       + pair_weight * fake term of the joint head on re-paired real rows (image i, sound i+1)
+       + lazy R1 on the real image and spectrogram together
+    G: sum over the three heads of G_LOSSES(fake_h)
+
+The re-paired rows are what pushes G to make the two agree: D's joint head learns that a real
+picture with another sample's real sound is wrong, so only matching pairs score as real.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gan import losses
+from gan.augment import diff_augment
+from gan.joint.models import HEADS
+
+
+def shifted_pairs(batch: int, device) -> torch.Tensor:
+    """(B, 2) long: image row i with the sound of row i+1 (mod B), the mismatched real pairs."""
+    i = torch.arange(batch, device=device)
+    return torch.stack([i, (i + 1) % batch], dim=1)
+
+
+def drop_condition(cond: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero each row of (B, D) with probability p: the zero vector means "no caption", so one model
+    learns both the conditional and the unconditional distribution (sampled without a prompt)."""
+    if p <= 0:
+        return cond
+    keep = (torch.rand(cond.shape[0], 1, generator=generator, device=cond.device) >= p).to(cond.dtype)
+    return cond * keep
+
+
+def _augment(x, policy):
+    return diff_augment(x, policy) if policy else x
+
+
+def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, cond, *, kind: str,
+                             mismatch_weight: float, pair_weight: float, gp_weight: float, apply_gp: bool,
+                             augment: str, autocast):
+    """Loss for D on a batch; fakes must be detached. Images get DiffAugment; spectrograms do not
+    (a translation would move pitch and timing, which is content, not nuisance)."""
+    b = real_images.shape[0]
+    if apply_gp:
+        real_images = real_images.detach().requires_grad_(True)
+        real_mels = real_mels.detach().requires_grad_(True)
+    images = torch.cat([_augment(real_images, augment), _augment(fake_images, augment)])  # (2B, 3, R, R)
+    mels = torch.cat([real_mels, fake_mels])  # (2B, 1, M, M)
+    conds = mismatch = None
+    if cond is not None:
+        conds = torch.cat([cond, cond])
+        if mismatch_weight > 0:
+            mismatch = torch.cat([cond.roll(1, dims=0), cond])
+    with autocast():
+        out = D(images, mels, conds, mismatch, shifted_pairs(b, images.device))
+    total, stats = 0.0, {}
+    for h in HEADS:
+        logits = out[h].float()
+        mis = out.get(f"{h}_mismatch")
+        mis = None if mis is None else mis[:b].float()
+        loss_h = losses.D_LOSSES[kind](logits[:b], logits[b:], mis, mismatch_weight)
+        total = total + loss_h
+        stats[f"loss/d_{h}"] = loss_h.detach()
+        stats[f"d/{h}_real"], stats[f"d/{h}_fake"] = logits[:b].detach().mean(), logits[b:].detach().mean()
+    pair_term = losses.FAKE_TERMS[kind](out["pairs"])
+    total = total + pair_weight * pair_term
+    stats["loss/d_pairs"], stats["d/pairs"] = pair_term.detach(), out["pairs"].detach().float().mean()
+    # Logged only: how well the joint head tells a real row's own sound from another row's (the
+    # matched vs mismatched pair task alone, which falls as the joint head learns what belongs together).
+    stats["loss/joint_mismatch"] = losses.D_LOSSES[kind](out["joint"][:b].detach().float(),
+                                                         out["pairs"].detach().float())
+    stats["loss/d"] = total.detach()
+    if apply_gp:
+        real_sum = sum(out[h][:b].float() for h in HEADS)
+        penalty = gp_weight * losses.r1_penalty(real_sum, (real_images, real_mels))
+        stats["loss/gp"] = penalty.detach()
+        total = total + penalty
+    return total, stats
+
+
+def joint_generator_step(D, fake_images, fake_mels, cond, *, kind: str, augment: str, autocast):
+    """Loss for G: D (frozen by the caller, unwrapped from DDP) scores the fakes on all three heads."""
+    with autocast():
+        out = D(_augment(fake_images, augment), fake_mels, cond)
+    per_head = {h: losses.G_LOSSES[kind](out[h].float()) for h in HEADS}
+    total = sum(per_head.values())
+    return total, {"loss/g": total.detach(), **{f"loss/g_{h}": v.detach() for h, v in per_head.items()}}
+
+
+def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
+    """The Trainer's micro-step for task = "joint" (it owns models, optimisers and accelerator)."""
+    from gan.data.audio_bank import to_float
+    from gan.joint.mel import waveform_to_mel
+
+    cfg, acc, l = trainer.cfg, trainer.accelerator, trainer.cfg.loss
+    real = batch["image"].to(acc.device, non_blocking=True)  # (B, 3, R, R)
+    index = batch["index"]
+    waves = to_float(trainer.audio_bank[index.cpu()]).to(acc.device)  # (B, T)
+    real_mels = waveform_to_mel(waves, trainer.mel_settings)  # (B, 1, M, M)
+    if cfg.train.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
+        real_mels = real_mels.contiguous(memory_format=torch.channels_last)
+    cond = None
+    if trainer.conditioner is not None:
+        cond = drop_condition(trainer._condition(index, real).pooled.float(), cfg.joint.caption_dropout)
+    g_cond = cond.detach() if cond is not None and trainer.conditioner.trainable else cond
+    z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
+    with autocast():
+        fake, fake_mels = trainer.G(z, g_cond)
+
+    trainer.D.requires_grad_(True)
+    apply_gp = l.gp != "none" and trainer.step % l.gp_every == 0
+    d_loss, stats = joint_discriminator_step(
+        trainer.D, real, real_mels, fake.detach(), fake_mels.detach(), cond, kind=l.kind,
+        mismatch_weight=l.mismatch_weight, pair_weight=cfg.joint.pair_weight, gp_weight=l.gp_weight * l.gp_every,
+        apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast)
+    acc.backward(d_loss)
+    trainer.opt_d.step()
+    trainer.opt_d.zero_grad(set_to_none=True)
+
+    trainer.D.requires_grad_(False)
+    g_loss, g_stats = joint_generator_step(D_raw, fake, fake_mels, g_cond, kind=l.kind, augment=l.diffaugment,
+                                           autocast=autocast)
+    acc.backward(g_loss)
+    trainer.opt_g.step()
+    trainer.opt_g.zero_grad(set_to_none=True)
+    return {**stats, **g_stats}
+
+
+def mel_settings(cfg):
+    from gan.joint.mel import MelSettings
+
+    j = cfg.joint
+    return MelSettings(sample_rate=j.sample_rate, seconds=j.seconds, n_fft=j.n_fft, hop_length=j.hop_length,
+                       n_mels=j.n_mels, f_max=j.f_max, frames=j.n_mels)
+
+
+def joint_audio(cfg, dataset, main_process_first, progress: bool):
+    """The mel settings and the split's sounds as one (N, T) int16 bank (read once, cached on disk)."""
+    from gan.data.audio_bank import audio_bank
+
+    settings = mel_settings(cfg)
+    with main_process_first():  # one process writes the cache, the others read it
+        bank = audio_bank(dataset.split_dir, dataset.rows, settings.sample_rate, settings.seconds, progress=progress)
+    return settings, bank
+
+
+def build_joint_models(cfg, conditioner, settings):
+    from gan.joint.models import JointDiscriminator, JointGenerator
+
+    m, j, r = cfg.model, cfg.joint, cfg.data.resolution
+    cond_dim = conditioner.cond_dim if conditioner is not None else 0
+    G = JointGenerator(image_resolution=r, audio_resolution=j.n_mels, z_dim=m.z_dim, cond_dim=cond_dim,
+                       base_channels=m.g_channels, audio_channels=j.audio_channels, max_channels=m.g_max_channels,
+                       trunk_resolution=j.trunk_resolution, mel=settings.to_dict())
+    D = JointDiscriminator(image_resolution=r, audio_resolution=j.n_mels, cond_dim=cond_dim,
+                           base_channels=m.d_channels, audio_channels=j.audio_channels,
+                           max_channels=m.d_max_channels, spectral_norm=m.spectral_norm)
+    return G, D
+
+
+@torch.no_grad()
+def joint_preview(trainer, G) -> None:
+    """samples/step-N.png (images over their spectrograms: the grid's captions, then 4 without one)
+    and samples/step-N/ with the same pairs as PNG + WAV + index.html, to look and listen."""
+    from gan.joint.sampling import JointSampler, preview, write_pairs
+
+    sampler = JointSampler(G, trainer.conditioner, trainer.accelerator.device)
+    prompts = [r.get("text", "") for r in trainer.grid_rows] if sampler.conditioned else []
+    g = torch.Generator().manual_seed(trainer.cfg.train.seed)
+    z = G.sample_noise(len(prompts) + 4, G.config.z_dim, g)
+    cond = None
+    if sampler.conditioned:
+        cond = torch.cat([sampler.condition(prompts, len(prompts)) if prompts else torch.zeros(0, G.config.cond_dim),
+                          sampler.condition(None, 4)])
+    with trainer.accelerator.autocast():
+        images, mels = sampler.run(z, cond)
+    G.train()
+    out = trainer.run_dir / "samples"
+    out.mkdir(exist_ok=True)
+    preview(images, mels).save(out / f"step-{trainer.step:07d}.png")
+    waves = sampler.waveforms(mels, trainer.cfg.joint.griffin_lim_iters)
+    write_pairs(images, mels, waves, sampler.mel.sample_rate, prompts + ["(no caption)"] * 4,
+                out / f"step-{trainer.step:07d}")

@@ -1,0 +1,107 @@
+"""Joint generator/discriminator: shapes where modules meet, save/load, mismatched pairs, losses."""
+
+import pytest
+import torch
+
+from gan import losses
+from gan.joint.models import JointDiscriminator, JointGenerator
+from gan.training.joint_steps import drop_condition, joint_discriminator_step, joint_generator_step, shifted_pairs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+COND = 12
+
+
+def tiny(cond_dim=COND, **kw):
+    torch.manual_seed(0)
+    G = JointGenerator(image_resolution=16, audio_resolution=32, z_dim=8, cond_dim=cond_dim, base_channels=4,
+                       audio_channels=4, max_channels=16, trunk_resolution=8, **kw)
+    D = JointDiscriminator(image_resolution=16, audio_resolution=32, cond_dim=cond_dim, base_channels=4,
+                           audio_channels=4, max_channels=16, position_channels=2, joint_dim=8)
+    return G.eval(), D.eval()
+
+
+def test_shapes_ranges_and_heads():
+    G, D = tiny()
+    z, c = torch.randn(5, 8), torch.randn(5, COND)
+    images, mels = G(z, c)
+    assert images.shape == (5, 3, 16, 16) and mels.shape == (5, 1, 32, 32)
+    assert images.abs().max() <= 1 and mels.abs().max() <= 1
+    out = D(images, mels, c, c.roll(1, 0), shifted_pairs(5, "cpu"))
+    assert set(out) == {"image", "audio", "joint", "image_mismatch", "audio_mismatch", "joint_mismatch", "pairs"}
+    assert all(v.shape == (5,) and v.dtype == torch.float32 for v in out.values())
+    # the caption matters to every head, so a wrong caption changes every score
+    assert all(not torch.allclose(out[h], out[f"{h}_mismatch"]) for h in ("image", "audio", "joint"))
+
+
+def test_pairs_score_exactly_the_re_paired_rows():
+    G, D = tiny()
+    images, mels = G(torch.randn(4, 8), c := torch.randn(4, COND))
+    pairs = shifted_pairs(4, "cpu")
+    assert pairs.tolist() == [[0, 1], [1, 2], [2, 3], [3, 0]]  # image i with the sound of row i+1
+    got = D(images, mels, c, pairs=pairs)["pairs"]
+    # the same numbers as scoring hand-built mismatched batches (image i, sound i+1, caption i)
+    want = D(images, mels.roll(-1, 0), c)["joint"]
+    assert torch.allclose(got, want, atol=1e-5)
+    # and identity pairs are the matched pairs
+    same = D(images, mels, c, pairs=torch.stack([torch.arange(4)] * 2, 1))
+    assert torch.allclose(same["pairs"], same["joint"], atol=1e-5)
+
+
+def test_unconditional_models_refuse_a_condition_and_conditioned_ones_need_it():
+    G, D = tiny(cond_dim=0)
+    images, mels = G(torch.randn(2, 8))
+    assert set(D(images, mels)) == {"image", "audio", "joint"}
+    with pytest.raises(ValueError, match="unconditional"):
+        G(torch.randn(2, 8), torch.randn(2, 3))
+    Gc, _ = tiny()
+    with pytest.raises(ValueError, match="cond is required"):
+        Gc(torch.randn(2, 8))
+    with pytest.raises(ValueError, match="JointDiscriminator images"):
+        D(torch.zeros(2, 3, 32, 32), mels)
+
+
+def test_save_load_round_trip_keeps_outputs_and_mel_settings(tmp_path):
+    G, D = tiny(mel={"n_mels": 32})
+    G.save_pretrained(tmp_path / "g")
+    D.save_pretrained(tmp_path / "d")
+    G2, D2 = JointGenerator.from_pretrained(tmp_path / "g").eval(), JointDiscriminator.from_pretrained(tmp_path / "d")
+    z, c = torch.randn(3, 8), torch.randn(3, COND)
+    for a, b in zip(G(z, c), G2(z, c)):
+        assert torch.equal(a, b)
+    assert G2.config.mel == {"n_mels": 32}
+    im, mel = G(z, c)
+    assert torch.equal(D(im, mel, c)["joint"], D2.eval()(im, mel, c)["joint"])
+    assert list(tmp_path.glob("g/*.safetensors"))
+
+
+def test_drop_condition_zeroes_whole_rows_at_the_given_rate():
+    c = torch.ones(20000, 3)
+    out = drop_condition(c, 0.2, torch.Generator().manual_seed(0))
+    zero = (out == 0).all(1)
+    assert ((out == 1).all(1) | zero).all()  # a row is kept whole or dropped whole
+    assert abs(zero.float().mean().item() - 0.2) < 0.01  # 3 sigma of a binomial(20000, 0.2) is 0.0085
+    assert drop_condition(c, 0.0) is c
+
+
+def test_discriminator_step_adds_the_pair_term_and_r1_and_generator_step_uses_all_heads():
+    G, D = tiny()
+    D.train()
+    c = torch.randn(4, COND)
+    real_i, real_m = G(torch.randn(4, 8), c)
+    fake_i, fake_m = G(torch.randn(4, 8), c)
+    real_i, real_m, fake_i, fake_m = (t.detach() for t in (real_i, real_m, fake_i, fake_m))
+    from contextlib import nullcontext
+
+    kw = dict(kind="hinge", mismatch_weight=0.5, gp_weight=0.0, apply_gp=False, augment="", autocast=nullcontext)
+    without, s0 = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=0.0, **kw)
+    with_pairs, s1 = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=2.0, **kw)
+    pair_logits = D(real_i, real_m, c, pairs=shifted_pairs(4, "cpu"))["pairs"]
+    assert torch.allclose(with_pairs - without, 2.0 * losses.fake_hinge(pair_logits), atol=1e-5)
+    assert torch.allclose(s1["loss/d"], s1["loss/d_image"] + s1["loss/d_audio"] + s1["loss/d_joint"]
+                          + 2.0 * s1["loss/d_pairs"], atol=1e-5)
+    gp, s2 = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=0.0,
+                                      **{**kw, "gp_weight": 1.0, "apply_gp": True})
+    assert s2["loss/gp"] > 0 and torch.allclose(gp - without, s2["loss/gp"], atol=1e-4)
+    g_loss, g_stats = joint_generator_step(D, fake_i, fake_m, c, kind="hinge", augment="", autocast=nullcontext)
+    out = D(fake_i, fake_m, c)
+    assert torch.allclose(g_loss, -(out["image"].mean() + out["audio"].mean() + out["joint"].mean()), atol=1e-5)
