@@ -33,11 +33,13 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
-        resolution: int = 32,  # R: input images are (B, 3, R, R) in [-1, 1]
+        resolution: int = 32,  # R: inputs are (B, in_channels, R, R) in [-1, 1]
         num_classes: tuple[int, ...] = (8, 3, 2, 5),  # classes per attribute, in attribute_names order
         attribute_names: tuple[str, ...] = NAMES,  # one classification head each
         width: int = 32,  # channels of the first conv; doubled at the first two downsamplings
         feature_dim: int = 128,  # width of the penultimate features (the FID-style embedding)
+        in_channels: int = 3,  # 3 for RGB images, 1 for log-mel spectrograms (gan.joint.audio_classifier);
+        # last, with a default, so caches saved before it existed load as the RGB classifiers they are
     ):
         super().__init__()
         if resolution < 8 or resolution & (resolution - 1):
@@ -45,7 +47,7 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         if len(num_classes) != len(attribute_names):
             raise GanError(f"attribute classifier: {len(num_classes)} num_classes for {len(attribute_names)} attributes")
         # one stride-2 conv per halving, down to a 4x4 map that still knows where things are
-        layers, c = [nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()], width
+        layers, c = [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()], width
         for i in range(int(math.log2(resolution // 4))):
             out = width * 2 ** min(i + 1, 2)
             layers += [nn.Conv2d(c, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
@@ -139,10 +141,47 @@ def train_attribute_classifier(
 def _train(train_dir, test_dir, resolution, epochs, batch_size, seed, progress, lr, width):
     x_train, y_train = load_split(train_dir, resolution, progress)
     x_test, y_test = load_split(test_dir, resolution, progress)
+    return fit_attribute_classifier(x_train, y_train, x_test, y_test, _to_float, augment_images,
+                                    epochs, batch_size, seed, progress, lr, width)
+
+
+def augment_images(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Tiny brightness shift + pixel noise on (B, 3, R, R): never moves, flips or recolours a shape
+    (the noise also makes it less brittle on generated images, which are never this clean)."""
+    x = x + (torch.rand(len(x), 1, 1, 1, generator=g) - 0.5) * 0.1
+    return x + torch.randn(x.shape, generator=g) * 0.04
+
+
+def fit_attribute_classifier(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    to_float,
+    augment,
+    epochs: int = 3,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+    lr: float = 3e-3,
+    width: int = 32,
+    desc: str = "attribute classifier",
+) -> tuple[AttributeClassifier, dict[str, float]]:
+    """The training loop on in-memory tensors, shared by the image and audio classifiers.
+
+    x_*: (N, C, R, R) in whatever compact dtype the caller stores (uint8 images, float16 mels);
+    to_float(batch) turns a batch into float32 model inputs in [-1, 1]. y_*: (N, 4) long class
+    indices in NAMES order. augment(x, generator) -> x is applied to each float training batch.
+    C and R are read off x_train. Returns the model (eval mode) and its accuracy on x_test.
+    """
+    if x_train.ndim != 4 or x_train.shape[-1] != x_train.shape[-2] or x_test.shape[1:] != x_train.shape[1:]:
+        raise GanError(f"attribute classifier: expected (N, C, R, R) train and test inputs of one shape, "
+                       f"got {tuple(x_train.shape)} and {tuple(x_test.shape)}")
     classes = _class_lists()
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)  # shuffling and augmentation, independent of the global RNG
-    model = AttributeClassifier(resolution, tuple(len(classes[n]) for n in NAMES), NAMES, width=width)
+    model = AttributeClassifier(x_train.shape[-1], tuple(len(classes[n]) for n in NAMES), NAMES, width=width,
+                                in_channels=x_train.shape[1])
     model = model.to(memory_format=torch.channels_last).train()  # NHWC convs are faster on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
@@ -151,16 +190,12 @@ def _train(train_dir, test_dir, resolution, epochs, batch_size, seed, progress, 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     )
-    bar = tqdm(total=total, desc="attribute classifier", disable=not progress)
+    bar = tqdm(total=total, desc=desc, disable=not progress)
     for epoch in range(epochs):
         perm = torch.randperm(len(x_train), generator=g)
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
-            x = _to_float(x_train[idx])  # (B, 3, R, R)
-            # tiny brightness shift + pixel noise: never moves, flips or recolours a shape
-            # (the noise also makes it less brittle on generated images, which are never this clean)
-            x = x + (torch.rand(len(x), 1, 1, 1, generator=g) - 0.5) * 0.1
-            x = x + torch.randn(x.shape, generator=g) * 0.04
+            x = augment(to_float(x_train[idx]), g)  # (B, C, R, R)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 logits = model(x)
@@ -174,7 +209,7 @@ def _train(train_dir, test_dir, resolution, epochs, batch_size, seed, progress, 
             bar.update()
     bar.close()
     model = model.to(memory_format=torch.contiguous_format).eval()
-    return model, _accuracy(predict_attributes(model, _to_float(x_test)), y_test)
+    return model, _accuracy(predict_attributes(model, to_float(x_test)), y_test)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,11 +218,11 @@ def _train(train_dir, test_dir, resolution, epochs, batch_size, seed, progress, 
 
 @torch.no_grad()
 def predict_attributes(model: AttributeClassifier, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """(N, 3, R, R) images in [-1, 1] -> attribute -> (N,) predicted class indices."""
-    r = model.config.resolution
-    if images.ndim != 4 or tuple(images.shape[1:]) != (3, r, r):
+    """(N, C, R, R) inputs in [-1, 1] (C = in_channels: 3 for images) -> attribute -> (N,) class indices."""
+    r, c = model.config.resolution, model.config.in_channels
+    if images.ndim != 4 or tuple(images.shape[1:]) != (c, r, r):
         raise GanError(
-            f"attribute classifier: expected images of shape (N, 3, {r}, {r}) in [-1, 1], got {tuple(images.shape)}; "
+            f"attribute classifier: expected images of shape (N, {c}, {r}, {r}) in [-1, 1], got {tuple(images.shape)}; "
             f"use a classifier trained at the images' resolution (load_or_train_classifier(..., resolution=R))"
         )
     model.eval()
