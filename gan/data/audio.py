@@ -124,3 +124,28 @@ def read_wav(path: str | Path, expected_sr: int | None = None) -> tuple[np.ndarr
         raise GanError(f"audio file {path} has sample rate {sr} Hz; expected {expected_sr} Hz "
                        "(resample it, e.g. with `ffmpeg -i in.wav -ar 16000 out.wav`)")
     return data.mean(axis=1).astype(np.float32), int(sr)
+
+
+def wav_truncation(path: str | Path) -> str | None:
+    """Why a RIFF/WAVE file is cut short (its data chunk declares more bytes than the file holds),
+    or None. libsndfile reads what is there without complaint, so a half-copied WAV would otherwise
+    train as a clip that falls silent early. Other formats (FLAC, OGG, RF64) are not inspected."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, length = f.read(4), int.from_bytes(f.read(4), "little")
+            if chunk == b"data":
+                held = size - pos - 8
+                # 0 and 0xFFFFFFFF mean "unknown": streaming writers (ffmpeg to a pipe) leave them.
+                if length not in (0, 0xFFFFFFFF) and held < length:
+                    return (f"audio file {path} is truncated: its header declares {length:,} bytes of "
+                            f"samples, the file holds {held:,}")
+                return None
+            pos += 8 + length + (length & 1)  # chunks are padded to an even length
+    return None

@@ -18,9 +18,12 @@ from tqdm.auto import tqdm
 from gan.errors import GanError
 
 
-def _key(split_dir: Path, sample_rate: int, length: int) -> str:
+def _key(split_dir: Path, rows: list[dict], sample_rate: int, length: int) -> str:
     h = hashlib.sha256((split_dir / "metadata.jsonl").read_bytes())
-    h.update(f"|{sample_rate}|{length}".encode())
+    h.update(f"|{sample_rate}|{length}|".encode())
+    # The rows' own files too: with --on-bad-sample skip the rows are a subset of the file's lines,
+    # and a different subset of the same size must not reuse this bank.
+    h.update("\n".join(r["audio_file"] for r in rows).encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:16]
 
 
@@ -35,7 +38,7 @@ def audio_bank(split_dir: str | Path, rows: list[dict], sample_rate: int = 16000
     if missing:
         raise GanError(f"{split_dir}/metadata.jsonl: audio conditioning needs an 'audio_file' on every row; "
                        f"missing on line(s) {missing[:10]}")
-    path = split_dir.parent / ".cache" / f"audio-{split_dir.name}-{_key(split_dir, sample_rate, length)}.npy"
+    path = split_dir.parent / ".cache" / f"audio-{split_dir.name}-{_key(split_dir, rows, sample_rate, length)}.npy"
     if path.is_file():
         bank = np.load(path, allow_pickle=False)
         if bank.shape == (len(rows), length) and bank.dtype == np.int16:
