@@ -8,6 +8,7 @@ naming the key and listing what is valid.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -131,6 +132,8 @@ class TrainConfig:
     eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "attr"])  # as in `gan eval --metrics`
     eval_num: int = 1000  # generated images per evaluation
     eval_backbone: str = "auto"  # feature backbone (auto = dataset for labelled built-in data, else inception)
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient: "stop" (error naming the step and loss; checkpoints stay good) | "skip" (drop the step's update, halve both learning rates)
+    max_nonfinite_skips: int = 5  # "skip": stop with an error after this many consecutive dropped steps
 
 
 @dataclass
@@ -175,7 +178,10 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
                 pass
         raise GanError(f"config key '{key}': {value!r} is not a {typ}")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise GanError(f"config key '{key}': {value} is too large for a float") from None
     if typ is bool and not isinstance(value, bool):
         raise GanError(f"config key '{key}': expected true or false, got {value!r}")
     if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -211,7 +217,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # TOMLDecodeError, >4300-digit integers, absurd nesting
         value = raw  # bare words are strings: --set text.encoder=learned
     return key.split("."), value
 
@@ -223,10 +229,10 @@ def read_toml(path: str | Path, what: str) -> dict:
         raise GanError(f"{what} not found: {path}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise GanError(f"{path}: malformed TOML: {e}") from None
-    except UnicodeDecodeError:
+    except UnicodeDecodeError:  # a ValueError too, so it is caught first
         raise GanError(f"{path}: not a UTF-8 text file") from None
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError, >4300-digit integers, absurd nesting
+        raise GanError(f"{path}: malformed TOML: {e}") from None
 
 
 def apply_values(obj: Any, values: dict, source: str) -> None:
@@ -269,7 +275,9 @@ def validate(cfg: Config) -> None:
         raise bad("train.tracker", f"'tensorboard' or 'none', got {cfg.train.tracker!r}")
     if cfg.data.on_bad_sample not in ("error", "skip"):
         raise bad("data.on_bad_sample", f"'error' or 'skip', got {cfg.data.on_bad_sample!r}")
-    for key in ("train.batch_size", "train.grad_accum", "train.max_steps", "loss.gp_every"):
+    if cfg.train.on_nonfinite not in ("stop", "skip"):
+        raise bad("train.on_nonfinite", f"'stop' or 'skip', got {cfg.train.on_nonfinite!r}")
+    for key in ("train.batch_size", "train.grad_accum", "train.max_steps", "loss.gp_every", "train.max_nonfinite_skips"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise bad(key, "a positive integer")
@@ -337,7 +345,8 @@ def to_toml(cfg: Config) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            # JSON string escapes are valid TOML basic-string escapes; TOML also forbids raw DEL
+            return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
         return repr(v)
