@@ -1,0 +1,79 @@
+"""The benchmark scripts run (`--quick`: tiny models and data) and print tables of positive numbers.
+
+Speed is not checked here: the figures of a --quick run mean nothing. gpu_bench.py needs a GPU;
+on a machine without one it must refuse clearly, which is all that is tested of it.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # each script starts a python with torch (and a few trainer runs): ~10-30 s
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def run(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def tables(text: str) -> list[dict]:
+    """Markdown tables in `text`: [{"header": [...], "rows": [[cell, ...], ...]}]."""
+    out, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            assert len(block) >= 2 and all(set(c) <= set("-: ") for c in block[1]), f"not a markdown table: {block}"
+            out.append({"header": block[0], "rows": block[2:]})
+            block = []
+    return out
+
+
+def check_positive(table: dict, min_rows: int) -> None:
+    assert len(table["rows"]) >= min_rows, table
+    for row in table["rows"]:
+        assert len(row) == len(table["header"]), row
+        numbers = [float(c) for c in row if NUMBER.match(c)]
+        assert numbers and all(x > 0 for x in numbers), row
+
+
+def test_dcgan_compare_quick():
+    proc = run("bench/dcgan_compare.py", "--quick")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = tables(proc.stdout)
+    assert len(found) == 2, proc.stdout
+    dcgan, trainer = found
+    for t in found:
+        check_positive(t, 2)
+    assert dcgan["rows"][0][0].startswith("classic") and "ratio" in dcgan["header"][2]
+    assert float(dcgan["rows"][1][2]) > 0 and float(trainer["rows"][1][2]) > 0  # the ratios
+
+
+def test_throughput_quick():
+    proc = run("bench/throughput.py", "--quick")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sampling, memory, scaling = tables(proc.stdout)
+    check_positive(sampling, 4)  # 2 sizes x 2 precisions
+    check_positive(memory, 3)  # one row per task
+    assert [r[0] for r in memory["rows"]] == ["text-to-image", "video-repair", "joint"]
+    peak = memory["header"].index("peak RSS MiB")
+    assert all(float(r[peak]) > 100 for r in memory["rows"])  # torch alone is more than that
+    check_positive(scaling, 3)  # sizes at one batch, then batches at one size
+
+
+def test_gpu_bench_refuses_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present; gpu_bench.py is run by hand, never by the tests")
+    proc = run("bench/gpu_bench.py", "--out", str(tmp_path / "out"), timeout=60)
+    assert proc.returncode != 0
+    assert "no CUDA device" in proc.stderr
+    assert not (tmp_path / "out").exists()
