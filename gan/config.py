@@ -132,7 +132,7 @@ class TrainConfig:
     eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "attr"])  # as in `gan eval --metrics`
     eval_num: int = 1000  # generated images per evaluation
     eval_backbone: str = "auto"  # feature backbone (auto = dataset for labelled built-in data, else inception)
-    on_nonfinite: str = "stop"  # a non-finite loss or gradient: "stop" (error naming the step and loss; checkpoints stay good) | "skip" (drop the step's update, halve both learning rates)
+    on_nonfinite: str = "stop"  # non-finite loss/gradient: "stop" (clear error) | "skip" (drop that step, halve the lrs)
     max_nonfinite_skips: int = 5  # "skip": stop with an error after this many consecutive dropped steps
 
 
@@ -277,7 +277,8 @@ def validate(cfg: Config) -> None:
         raise bad("data.on_bad_sample", f"'error' or 'skip', got {cfg.data.on_bad_sample!r}")
     if cfg.train.on_nonfinite not in ("stop", "skip"):
         raise bad("train.on_nonfinite", f"'stop' or 'skip', got {cfg.train.on_nonfinite!r}")
-    for key in ("train.batch_size", "train.grad_accum", "train.max_steps", "loss.gp_every", "train.max_nonfinite_skips"):
+    for key in ("train.batch_size", "train.grad_accum", "train.max_steps", "loss.gp_every",
+                "train.max_nonfinite_skips"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise bad(key, "a positive integer")

@@ -121,15 +121,13 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
         mismatch_weight=l.mismatch_weight, pair_weight=cfg.joint.pair_weight, gp_weight=l.gp_weight * l.gp_every,
         apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast)
     acc.backward(d_loss)
-    trainer.opt_d.step()
-    trainer.opt_d.zero_grad(set_to_none=True)
+    trainer.optimizer_step("d", d_loss)  # through the non-finite guard (gan.training.guards)
 
     trainer.D.requires_grad_(False)
     g_loss, g_stats = joint_generator_step(D_raw, fake, fake_mels, g_cond, kind=l.kind, augment=l.diffaugment,
                                            autocast=autocast)
     acc.backward(g_loss)
-    trainer.opt_g.step()
-    trainer.opt_g.zero_grad(set_to_none=True)
+    trainer.optimizer_step("g", g_loss)
     return {**stats, **g_stats}
 
 

@@ -152,14 +152,12 @@ def repair_micro_step(trainer, batch, D_raw, autocast, micro: int) -> dict:
     trainer.D.requires_grad_(True)
     d_loss, stats = repair_discriminator_step(trainer.D, real, composite.detach().float(), mask, autocast=autocast)
     acc.backward(d_loss)
-    trainer.opt_d.step()
-    trainer.opt_d.zero_grad(set_to_none=True)
+    trainer.optimizer_step("d", d_loss)  # through the non-finite guard (gan.training.guards)
     trainer.D.requires_grad_(False)
     g_loss, g_stats = repair_generator_step(
         D_raw, composite, raw, real, mask, hole_weight=r.hole_weight, valid_weight=r.valid_weight,
         adv_weight=r.adv_weight, perceptual=trainer.perceptual, perceptual_weight=r.perceptual_weight,
         autocast=autocast)
     acc.backward(g_loss)
-    trainer.opt_g.step()
-    trainer.opt_g.zero_grad(set_to_none=True)
+    trainer.optimizer_step("g", g_loss)
     return {**stats, **g_stats}

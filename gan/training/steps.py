@@ -1,4 +1,5 @@
-"""One discriminator step and one generator step for conditional image GANs.
+"""One discriminator step and one generator step for conditional image GANs, and the Trainer's
+micro-step that runs them (`image_micro_step`, as joint_steps and repair_steps have theirs).
 
 These wire models to the pure loss functions in `gan.losses`; the trainer only decides when
 to call them, under which gradient-accumulation context, and what to log.
@@ -95,3 +96,45 @@ def mode_seeking_step(G, fake, z, cond: Condition, *, fraction: float, autocast)
         fake_b = G(z_b, part.pooled, part.tokens, part.mask)
     loss = losses.mode_seeking(fake[:k], fake_b, z[:k], z_b)
     return loss, {"loss/mode_seeking": loss.detach()}
+
+
+def _grad_norm(model) -> float:
+    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return torch.stack(norms).norm().item() if norms else 0.0
+
+
+def image_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
+    """The Trainer's micro-step for the image tasks (it owns models, optimisers and accelerator)."""
+    cfg, acc, l = trainer.cfg, trainer.accelerator, trainer.cfg.loss
+    real = batch["image"].to(acc.device, non_blocking=True)
+    if cfg.train.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
+    index = batch["index"]
+    cond = trainer._condition(index, real)
+    g_cond = cond.detached() if trainer.conditioner.trainable else cond
+    z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
+    with autocast():
+        fake = trainer.G(z, g_cond.pooled, g_cond.tokens, g_cond.mask)  # (B, 3, R, R)
+
+    trainer.D.requires_grad_(True)
+    apply_gp = l.gp != "none" and (trainer.step % l.gp_every == 0)
+    d_loss, stats = discriminator_step(
+        trainer.D, real, fake.detach(), cond, kind=l.kind, mismatch_weight=l.mismatch_weight, gp=l.gp,
+        gp_weight=l.gp_weight * l.gp_every, apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast)
+    acc.backward(d_loss)
+    log_now = acc.sync_gradients and (trainer.step + 1) % cfg.train.log_every == 0
+    if log_now:
+        stats["grad_norm/d"] = _grad_norm(trainer.D)
+    trainer.optimizer_step("d", d_loss)
+
+    trainer.D.requires_grad_(False)  # G's loss must not leave gradients in D
+    g_loss, g_stats = generator_step(D_raw, fake, g_cond, kind=l.kind, augment=l.diffaugment, autocast=autocast)
+    if l.mode_seeking_weight > 0:
+        ms, ms_stats = mode_seeking_step(trainer.G, fake, z, g_cond, fraction=l.mode_seeking_fraction,
+                                         autocast=autocast)
+        g_loss, g_stats = g_loss + l.mode_seeking_weight * ms, {**g_stats, **ms_stats}
+    acc.backward(g_loss)
+    if log_now:
+        g_stats["grad_norm/g"] = _grad_norm(trainer.G)
+    trainer.optimizer_step("g", g_loss)
+    return {**stats, **g_stats}

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from gan.config import Config, to_toml
+from gan.data.bad_samples import BadSamplePolicy
 from gan.data.dataset import ImageTextDataset
 from gan.conditioning import build_conditioner
 from gan.errors import GanError
@@ -31,7 +32,8 @@ from gan.sampling import CONDITION_FILE, Sampler, labelled_grid
 from gan.training import checkpoint as ckpt
 from gan.training.condition_inputs import ConditionInputs
 from gan.training.batches import ResumableBatchSampler
-from gan.training.steps import Condition, discriminator_step, generator_step, mode_seeking_step
+from gan.training.guards import NonFiniteGuard, replicas_identical
+from gan.training.steps import Condition, image_micro_step
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -102,7 +104,8 @@ class Trainer:
 
                 self.perceptual = VGGPerceptual(cfg.repair.vgg_weights).to(acc.device)
         else:
-            self.dataset = ImageTextDataset(split, cfg.data.resolution)
+            self.dataset = ImageTextDataset(split, cfg.data.resolution, bad_samples=BadSamplePolicy.from_config(
+                cfg, self.run_dir, acc.is_main_process))
             self.conditioner = None
             if not self.joint or cfg.joint.conditioned:
                 self.conditioner = build_conditioner(cfg, self.dataset.texts)
@@ -144,6 +147,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.model.to(acc.device)
         self.step = 0
+        self.last_checkpoint: Path | None = None
+        self.guard = NonFiniteGuard(cfg.train.on_nonfinite, cfg.train.max_nonfinite_skips, acc, [opt_d, opt_g],
+                                    lambda: self.last_checkpoint)
         if self.resume_from is not None:
             self._load(self.resume_from)
         self.sampler = ResumableBatchSampler(
@@ -183,26 +189,22 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def _save(self):
-        acc = self.accelerator
-        final = self.run_dir / f"checkpoint-{self.step}"
-        tmp = ckpt.temp_dir_for(final) if acc.is_main_process else final.with_name(final.name + ".tmp")
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))  # models (safetensors), optimizers, RNG states of every process
-        if acc.is_main_process:
-            state = {"step": self.step, "config_name": self.cfg.name}
-            if self.ema is not None:
-                ema_state = self.ema.state_dict()
-                save_file({k: v.contiguous() for k, v in ema_state.pop("model").items()}, str(tmp / "ema.safetensors"))
-                state["ema"] = ema_state  # decay, warm-up and step of the average
-            ckpt.write_train_state(tmp, state)
-            ckpt.replace_dir(tmp, final)
-            ckpt.prune_checkpoints(self.run_dir, self.cfg.train.checkpoints_total_limit)
-        acc.wait_for_everyone()
+        self.last_checkpoint = ckpt.save_checkpoint(self)
+
+    def _any_process(self, local: bool) -> bool:
+        """Whether `local` holds on any process: decisions that every process must take together."""
+        if self.accelerator.num_processes == 1:
+            return local
+        flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
     def _load(self, folder: Path):
         self.accelerator.load_state(str(folder))
         state = ckpt.read_train_state(folder)
         self.step = int(state["step"])
+        self.last_checkpoint = folder
+        if "nonfinite" in state:  # (absent from checkpoints written before the guard existed)
+            self.guard.load_state_dict(state["nonfinite"])
         if self.ema is not None:
             ema_file = folder / "ema.safetensors"
             if not ema_file.is_file():
@@ -260,17 +262,16 @@ class Trainer:
             with open(self.run_dir / "stats.jsonl", "a") as f:
                 f.write(json.dumps({"step": self.step, "time": round(time.time(), 3), **values}) + "\n")
 
-    @staticmethod
-    def _grad_norm(model) -> float:
-        norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-        return torch.stack(norms).norm().item() if norms else 0.0
-
     # -- the loop -------------------------------------------------------------------------
     def train(self) -> Path:
-        cfg, acc, t = self.cfg, self.accelerator, self.cfg.train
+        cfg, acc = self.cfg, self.accelerator
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.toml").write_text(to_toml(cfg))
+            ckpt.start_run(self.run_dir, self.step, num_processes=acc.num_processes, task=cfg.task,
+                           mixed_precision=acc.mixed_precision,
+                           resumed_from=str(self.resume_from) if self.resume_from else None)
+        acc.wait_for_everyone()
         acc.init_trackers("train", config={k: v for k, v in _flat(cfg).items()})
         stop = {"signal": None}
 
@@ -278,63 +279,73 @@ class Trainer:
             stop["signal"] = signum
 
         old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        D_raw = acc.unwrap_model(self.D)
-        autocast = acc.autocast
-        start_time, start_step = time.time(), self.step
-        bar = tqdm(total=t.max_steps, initial=self.step, disable=not acc.is_main_process,
-                   desc="train", dynamic_ncols=True)
-        data = iter(self.loader)
-        last_saved = self.step if self.resume_from else -1
-        stats: dict = {}
-        while self.step < t.max_steps:
-            for micro in range(t.grad_accum):
-                batch = next(data)
-                with acc.accumulate(self.G, self.D):
-                    stats = self._micro_step(batch, D_raw, autocast, micro)
-            self.step += 1
-            if self.ema is not None:
-                self.ema.update(acc.unwrap_model(self.G), self.step)
-            for name, value in (("loss/d", stats["loss/d"]), ("loss/g", stats["loss/g"])):
-                if not torch.isfinite(value):
-                    raise GanError(f"step {self.step}: {name} is {value.item()} (not finite); stopped without "
-                                   f"saving, the last good checkpoint in {self.run_dir} is intact. Try a lower "
-                                   f"learning rate or train.mixed_precision=no")
-            if self.step % t.log_every == 0 or self.step == t.max_steps:
-                steps_per_s = (self.step - start_step) / max(time.time() - start_time, 1e-9)
-                self._log({**stats, "speed/steps_per_s": steps_per_s,
-                           "speed/kimg": self.step * t.batch_size * t.grad_accum * acc.num_processes / 1000})
-            bar.update(1)
-            bar.set_postfix(d=f"{stats['loss/d'].item():.3f}", g=f"{stats['loss/g'].item():.3f}")
-            if t.sample_every and self.step % t.sample_every == 0:
-                self._write_grid()
-            if self.periodic_eval is not None and self.step % t.eval_every == 0:
-                self._evaluate()
-            if self.step % t.checkpoint_every == 0:
+        try:  # the handlers stay until the final checkpoint and export are written
+            if self._loop(stop) != self.step:
                 self._save()
-                last_saved = self.step
-            if self._should_stop(stop, start_time):
-                break
-        bar.close()
-        if last_saved != self.step:
-            self._save()
-        self.export()
-        if t.sample_every:
-            self._write_grid()
-        acc.end_training()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+            self._check_replicas()
+            self.export()
+            if cfg.train.sample_every:
+                self._write_grid()
+            acc.wait_for_everyone()  # a process tearing down gloo while another still works aborts both
+            acc.end_training()
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
         if stop["signal"] is not None and acc.is_main_process:
             print(f"stopped by signal {stop['signal']} at step {self.step}; resume with --resume latest")
         return self.run_dir
 
+    def _loop(self, stop: dict) -> int:
+        """Train until max_steps, a signal or max_minutes; returns the step last checkpointed."""
+        acc, t = self.accelerator, self.cfg.train
+        D_raw = acc.unwrap_model(self.D)
+        start_time, start_step = time.time(), self.step
+        with tqdm(total=t.max_steps, initial=self.step, disable=not acc.is_main_process,
+                  desc="train", dynamic_ncols=True) as bar:  # closed on an error too
+            data = iter(self.loader)
+            last_saved = self.step if self.resume_from else -1
+            stats: dict = {}
+            while self.step < t.max_steps:
+                for micro in range(t.grad_accum):
+                    batch = next(data)
+                    with acc.accumulate(self.G, self.D):
+                        stats = self._micro_step(batch, D_raw, acc.autocast, micro)
+                self.step += 1
+                if self.ema is not None:
+                    self.ema.update(acc.unwrap_model(self.G), self.step)
+                dropped = self.guard.end_step(self.step)  # a dropped step logs why, not its non-finite losses
+                if dropped is not None:
+                    self._log(dropped)
+                elif self.step % t.log_every == 0 or self.step == t.max_steps:
+                    steps_per_s = (self.step - start_step) / max(time.time() - start_time, 1e-9)
+                    self._log({**stats, "speed/steps_per_s": steps_per_s,
+                               "speed/kimg": self.step * t.batch_size * t.grad_accum * acc.num_processes / 1000})
+                bar.update(1)
+                bar.set_postfix(d=f"{stats['loss/d'].item():.3f}", g=f"{stats['loss/g'].item():.3f}")
+                if t.sample_every and self.step % t.sample_every == 0:
+                    self._write_grid()
+                if self.periodic_eval is not None and self.step % t.eval_every == 0:
+                    self._evaluate()
+                if self.step % t.checkpoint_every == 0:
+                    self._save()
+                    last_saved = self.step
+                if self._should_stop(stop, start_time):
+                    break
+        return last_saved
+
+    def _check_replicas(self) -> None:
+        """Under DDP every process must end with the same weights; run_info.json records that it did."""
+        acc = self.accelerator
+        same = replicas_identical(acc, [m for m in self.trained_models().values() if m is not None])
+        if acc.is_main_process:
+            ckpt.write_run_info(self.run_dir, end_step=self.step, replicas_identical=same)
+        if not same:  # a bug, not a user mistake: keep the traceback
+            raise RuntimeError(f"step {self.step}: the {acc.num_processes} processes ended with different weights")
+
     def _should_stop(self, stop: dict, start_time: float) -> bool:
         limit = self.cfg.train.max_minutes
         local = stop["signal"] is not None or (limit > 0 and time.time() - start_time > limit * 60)
-        if self.accelerator.num_processes == 1:
-            return local
-        # Every process must leave the loop at the same step or the next collective hangs.
-        flag = torch.tensor([1.0 if local else 0.0], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        return self._any_process(local)  # every process leaves at the same step, or the next collective hangs
 
     def _write_repair_preview(self):
         """damaged | repaired | original for a few eval clips with fixed masks, as GIF and PNG strip."""
@@ -358,42 +369,19 @@ class Trainer:
             from gan.training.joint_steps import joint_micro_step
 
             return joint_micro_step(self, batch, D_raw, autocast, micro)
-        cfg, acc, l = self.cfg, self.accelerator, self.cfg.loss
-        real = batch["image"].to(acc.device, non_blocking=True)
-        if cfg.train.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
-        index = batch["index"]
-        cond = self._condition(index, real)
-        g_cond = cond.detached() if self.conditioner.trainable else cond
-        z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
-        with autocast():
-            fake = self.G(z, g_cond.pooled, g_cond.tokens, g_cond.mask)  # (B, 3, R, R)
+        return image_micro_step(self, batch, D_raw, autocast, micro)
 
-        self.D.requires_grad_(True)
-        apply_gp = l.gp != "none" and (self.step % l.gp_every == 0)
-        d_loss, stats = discriminator_step(
-            self.D, real, fake.detach(), cond, kind=l.kind, mismatch_weight=l.mismatch_weight, gp=l.gp,
-            gp_weight=l.gp_weight * l.gp_every, apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast)
-        acc.backward(d_loss)
-        log_now = acc.sync_gradients and (self.step + 1) % cfg.train.log_every == 0
-        if log_now:
-            stats["grad_norm/d"] = self._grad_norm(self.D)
-        self.opt_d.step()
-        self.opt_d.zero_grad(set_to_none=True)
+    def optimizer_step(self, which: str, loss: torch.Tensor) -> None:
+        """The micro-steps' `opt_<which>.step()`: through the non-finite guard, which looks first."""
+        self.guard.step(which, loss, self.opt_d if which == "d" else self.opt_g, self.step + 1)
 
-        self.D.requires_grad_(False)  # G's loss must not leave gradients in D
-        g_loss, g_stats = generator_step(D_raw, fake, g_cond, kind=l.kind, augment=l.diffaugment,
-                                         autocast=autocast)
-        if l.mode_seeking_weight > 0:
-            ms, ms_stats = mode_seeking_step(self.G, fake, z, g_cond, fraction=l.mode_seeking_fraction,
-                                             autocast=autocast)
-            g_loss, g_stats = g_loss + l.mode_seeking_weight * ms, {**g_stats, **ms_stats}
-        acc.backward(g_loss)
-        if log_now:
-            g_stats["grad_norm/g"] = self._grad_norm(self.G)
-        self.opt_g.step()
-        self.opt_g.zero_grad(set_to_none=True)
-        return {**stats, **g_stats}
+    def trained_models(self) -> dict:
+        """What training changes, unwrapped: checked for NaN before a save and compared across processes."""
+        unwrap = self.accelerator.unwrap_model
+        trained_condition = self.conditioner is not None and self.conditioner.trainable
+        return {"G": unwrap(self.G), "D": unwrap(self.D), "the condition model":
+                unwrap(self.cond_model) if trained_condition else None,
+                "EMA": self.ema.model if self.ema is not None else None}
 
 
 def _flat(cfg: Config) -> dict:

@@ -1,0 +1,80 @@
+"""Exact resume for every task: N steps straight vs N/2, `--resume latest`, N/2 give bitwise the same
+G, D and EMA weights and optimizer states (CPU, fixed seed, the default bf16 autocast), and the logged step
+and the tracker's step continue instead of restarting."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gan.config import load_config
+from gan.training.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TASKS = {
+    "text-to-image": [],
+    # 16 px images, 16 x 16 spectrograms (hop 1000 at 16 kHz: 16 frames per second)
+    "joint": ["task=joint", "text.use_tokens=false", "joint.n_mels=16", "joint.hop_length=1000",
+              "joint.audio_channels=4", "joint.griffin_lim_iters=4"],
+    "video-repair": ["task=video-repair", "model.g_channels=4", "model.d_channels=4", "repair.frames=4",
+                     "train.batch_size=2"],
+}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from gan.data.moving_shapes import write_moving_shapes
+
+    out = tmp_path_factory.mktemp("clips") / "moving"
+    write_moving_shapes(out, 4, 2, frames=4, size=16, seed=0, progress=False)
+    return out
+
+
+def tensors(folder):
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update({f"{f.name}/{k}": v for k, v in load_file(f).items()})
+    return out
+
+
+def optimizer_states(folder):
+    out = {}
+    for f in sorted(folder.glob("optimizer*.bin")):
+        saved = torch.load(f, weights_only=True)
+        out[f"{f.name}/lr"] = torch.tensor([g["lr"] for g in saved["param_groups"]])
+        for i, s in saved["state"].items():
+            out.update({f"{f.name}/{i}/{k}": v for k, v in s.items() if torch.is_tensor(v)})
+    return out
+
+
+def tracker_steps(run, tag="loss/d"):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps = []
+    for f in sorted(run.glob("logs/**/events.out.tfevents.*")):  # one file per launch, in time order
+        for event in EventFileLoader(str(f)).Load():
+            steps += [event.step for v in event.summary.value if v.tag == tag]
+    return steps
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_resume_is_exact_and_counters_continue(task, tiny_config, clips):
+    base = [*TASKS[task], "train.checkpoint_every=100", "train.sample_every=0"]
+    if task == "video-repair":
+        base.append(f"data.root={clips}")
+    straight = Trainer(load_config(tiny_config, [*base, "train.run_name=straight"])).train()
+    Trainer(load_config(tiny_config, [*base, "train.run_name=halves", "train.max_steps=2"])).train()
+    halves = Trainer(load_config(tiny_config, [*base, "train.run_name=halves"]), resume="latest").train()
+
+    a, b = straight / "checkpoint-4", halves / "checkpoint-4"
+    for read in (tensors, optimizer_states):  # G, D and EMA weights; Adam moments, steps and lrs
+        ta, tb = read(a), read(b)
+        assert ta.keys() == tb.keys() and len(ta) > 10
+        assert [k for k in ta if not torch.equal(ta[k], tb[k])] == []
+    assert {f.name for f in b.glob("*.safetensors")} >= {"model.safetensors", "model_1.safetensors", "ema.safetensors"}
+    assert json.loads((b / "train_state.json").read_text())["ema"]["step"] == 4
+    assert [json.loads(x)["step"] for x in (halves / "stats.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert tracker_steps(halves) == [1, 2, 3, 4]  # TensorBoard: one event file per launch, steps continue
+    assert json.loads((halves / "run_info.json").read_text())["start_step"] == 2
