@@ -42,7 +42,13 @@ def cmd_train(args) -> None:
         overrides.append(f"data.on_bad_sample={args.on_bad_sample}")
     cfg = load_config(args.config, overrides)
     run_dir = train(cfg, resume=args.resume)
-    print(f"run folder: {run_dir}  (sample with: gan sample --checkpoint {run_dir} --prompt \"...\")")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one line per run, not one per process
+        use = {"video-repair": f"gan repair --checkpoint {run_dir} --input CLIP --out DIR",
+               "joint": f"gan sample --checkpoint {run_dir} --num 8"}.get(
+            cfg.task, f'gan sample --checkpoint {run_dir} --prompt "..."')
+        print(f"run folder: {run_dir}  (use it with: {use})")
 
 
 def _add_data(sub):

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from gan.encoders.base import Embeddings
 from gan.errors import GanError
+from gan.weights import load_model_folder
 
 MODALITIES = ("text", "audio", "image")
 FUSION_FOLDER = "fusion"
@@ -228,7 +229,7 @@ class Conditioner(nn.Module):
             if spec.get("fusion"):
                 from gan.models.fusion import ConditionFusion
 
-                fusion = ConditionFusion.from_pretrained(Path(folder) / spec["fusion"]).eval()
+                fusion = load_model_folder(ConditionFusion, Path(folder) / spec["fusion"], "fusion module").eval()
         except (KeyError, TypeError) as e:
             raise GanError(f"{folder}/condition.json: malformed condition spec ({e!r}); re-export the generator") from None
         return cls(modalities, encoders, fusion, bool(spec.get("use_tokens", True))).eval()

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gan.errors import GanError
 from gan.models.generator import ConditionalGenerator
+from gan.weights import load_model_folder
 
 CONDITION_FILE = "condition.json"
 
@@ -67,7 +68,7 @@ class Sampler:
         folder = resolve_export(path)
         conditioner = Conditioner.from_export(folder, read_condition_spec(folder))
         try:
-            generator = ConditionalGenerator.from_pretrained(folder)
+            generator = load_model_folder(ConditionalGenerator, folder, "generator")
         except (OSError, ValueError, RuntimeError) as e:
             raise GanError(f"{folder}: cannot load the generator weights: {e}") from None
         return cls(generator, conditioner, device)

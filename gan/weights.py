@@ -97,3 +97,49 @@ def _some(items, n: int = 10) -> str:
     items = list(items)
     more = f", ... and {len(items) - n} more" if len(items) > n else ""
     return ", ".join(items[:n]) + more
+
+
+def load_model_folder(cls, folder: str | Path, what: str):
+    """`cls.from_pretrained(folder)` for a folder a user hands us, refusing anything but safetensors.
+
+    config.json must name `cls` (a folder written for another class is an error, and the name is
+    only compared, never imported), and the weights must be `*.safetensors` whose tensors match the
+    config: a mismatch, a missing or damaged file, or a pickle-only (.bin) folder is a GanError
+    naming the folder. Nothing from the folder is executed.
+    """
+    import json
+
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GanError(f"{what} {folder}: unreadable config.json ({e}); expected a folder written by save_pretrained")
+    name = config.get("_class_name") if isinstance(config, dict) else None
+    if name != cls.__name__:
+        raise GanError(f"{what} {folder}: config.json names class {name!r}; expected {cls.__name__!r}")
+    if not list(folder.glob("*.safetensors")):
+        found = sorted(p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        raise GanError(f"{what} {folder}: no .safetensors weights (found {found or 'none'}); only safetensors "
+                       f"are loaded from model folders, never pickles")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        stored = set()
+        for f in folder.glob("*.safetensors"):
+            with safe_open(str(f), framework="pt") as handle:
+                stored |= set(handle.keys())
+        model = cls.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, SafetensorError) as e:
+        lines = [x.strip() for x in str(e).splitlines() if x.strip() and "ignore_mismatched_sizes" not in x]
+        more = f" ... ({len(lines) - 4} more)" if len(lines) > 4 else ""
+        raise GanError(f"{what} {folder}: weights do not match its config.json or are damaged: "
+                       + " ".join(lines[:4]) + more) from None
+    # from_pretrained only warns about missing tensors (and initialises them at random): refuse instead
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - stored), sorted(stored - expected)
+    if missing or unexpected:
+        raise GanError(f"{what} {folder}: weights do not match its config.json: missing {missing[:5]}"
+                       f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                       f"{' ...' if len(unexpected) > 5 else ''}")
+    return model

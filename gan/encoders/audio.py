@@ -27,6 +27,7 @@ from diffusers.configuration_utils import register_to_config
 
 from gan.encoders.base import Embeddings
 from gan.errors import GanError
+from gan.weights import load_model_folder
 
 SUBFOLDER = "audio_encoder"
 
@@ -262,7 +263,7 @@ class AudioEncoder(ModelMixin, ConfigMixin):
         if not (path / "config.json").is_file():
             raise GanError(f"audio encoder: {path} has no config.json; expected a folder written by export()")
         try:
-            return cls.from_pretrained(path).eval()
+            return load_model_folder(cls, path, "audio encoder").eval()
         except (OSError, ValueError) as e:
             raise GanError(f"audio encoder: could not load {path}: {e}") from e
 

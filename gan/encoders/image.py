@@ -27,7 +27,7 @@ from gan.data.dataset import square_resize, to_rgb
 from gan.encoders.base import Embeddings
 from gan.errors import GanError
 from gan.metrics.backbones import IMAGENET_MEAN, IMAGENET_STD
-from gan.weights import check_state_dict, load_weights_file
+from gan.weights import check_state_dict, load_model_folder, load_weights_file
 
 SUBFOLDER = "image_encoder"
 RESNET18_CHANNELS = (64, 128, 256, 512)
@@ -195,7 +195,7 @@ class ImageEncoder(ModelMixin, ConfigMixin):
         path = Path(folder) / subfolder
         if not (path / "config.json").is_file():
             raise GanError(f"image encoder: {path} needs config.json and the weights (written by export)")
-        return cls.from_pretrained(path).eval()
+        return load_model_folder(cls, path, "image encoder").eval()
 
 
 def _load(item, resolution: int) -> np.ndarray:

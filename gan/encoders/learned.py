@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gan.encoders.base import TextEmbeddings, TextEncoder, check_prompts
 from gan.errors import GanError
+from gan.weights import load_model_folder
 
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1
 WORD_RE = re.compile(r"[a-z0-9]+")  # punctuation carries nothing in captions, so it is dropped
@@ -124,7 +125,7 @@ class LearnedTextEncoder(ModelMixin, ConfigMixin, TextEncoder):
             vocab = json.loads(vocab_file.read_text())
         except json.JSONDecodeError as e:
             raise GanError(f"learned text encoder: {vocab_file} is not valid JSON: {e}") from e
-        model = cls.from_pretrained(path)
+        model = load_model_folder(cls, path, "learned text encoder")
         if not isinstance(vocab, dict) or len(vocab) != model.config.vocab_size or vocab.get(PAD) != 0:
             raise GanError(
                 f"learned text encoder: {vocab_file} should map {model.config.vocab_size} words to ids with <pad>=0"

@@ -19,6 +19,7 @@ from gan.errors import GanError
 from gan.joint.mel import MelSettings, mel_to_waveform
 from gan.joint.models import JointGenerator
 from gan.sampling import check_prompts, resolve_export, to_pil, to_uint8
+from gan.weights import load_model_folder
 
 
 class JointSampler:
@@ -40,7 +41,7 @@ class JointSampler:
             raise GanError(f"{folder}: a {spec.get('task', 'text-to-image')} generator, not a joint one")
         conditioner = Conditioner.from_export(folder, spec) if spec.get("modalities") else None
         try:
-            generator = JointGenerator.from_pretrained(folder)
+            generator = load_model_folder(JointGenerator, folder, "joint generator")
         except (OSError, ValueError, RuntimeError) as e:
             raise GanError(f"{folder}: cannot load the joint generator weights: {e}") from None
         return cls(generator, conditioner, device)

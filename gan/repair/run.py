@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gan.errors import GanError
 from gan.sampling import CONDITION_FILE, resolve_export
+from gan.weights import load_model_folder
 
 
 def load_repair_generator(checkpoint: str | Path):
@@ -27,7 +28,7 @@ def load_repair_generator(checkpoint: str | Path):
         raise GanError(f"--checkpoint {checkpoint}: a {spec.get('task', 'text-to-image')!r} model; gan repair needs "
                        f"one trained with task = 'video-repair' (e.g. configs/repair_moving_shapes.toml)")
     try:
-        G = RepairGenerator.from_pretrained(folder).eval()
+        G = load_model_folder(RepairGenerator, folder, "repair generator").eval()
         window = int(spec["frames"])
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise GanError(f"{folder}: cannot load the repair generator: {e}") from None
