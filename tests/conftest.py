@@ -72,3 +72,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def _checkpoint_tensors(folder):
+    """Every tensor of a checkpoint's safetensors files (G, D, EMA), keyed file/name."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update({f"{f.name}/{k}": v for k, v in load_file(f).items()})
+    return out
+
+
+def _optimizer_states(folder):
+    """Adam moments, step counts and learning rates of a checkpoint's optimizers, keyed file/param/name."""
+    import torch
+
+    out = {}
+    for f in sorted(folder.glob("optimizer*.bin")):
+        saved = torch.load(f, weights_only=True)
+        out[f"{f.name}/lr"] = torch.tensor([g["lr"] for g in saved["param_groups"]])
+        for i, s in saved["state"].items():
+            out.update({f"{f.name}/{i}/{k}": v for k, v in s.items() if torch.is_tensor(v)})
+    return out
+
+
+@pytest.fixture(scope="session")
+def checkpoint_readers():
+    """(tensors, optimizer_states): read a checkpoint folder back for comparisons."""
+    return _checkpoint_tensors, _optimizer_states

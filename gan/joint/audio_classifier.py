@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +33,7 @@ from gan.metrics.attributes import (
     AttributeClassifier,
     _accuracy,
     attribute_indices,
+    cached_classifier,
     dataset_fingerprint,
     fit_attribute_classifier,
     predict_attributes,
@@ -140,22 +138,9 @@ def load_or_train_audio_classifier(dataset_root: Path, settings: MelSettings = M
     check_settings(settings)
     root = Path(dataset_root)
     folder = root / ".cache" / f"audio-attribute-classifier-{dataset_fingerprint(root)}-{settings_hash(settings)}"
-    if (folder / "accuracy.json").is_file():
-        try:
-            model = AttributeClassifier.from_pretrained(folder).eval()
-            return model, json.loads((folder / "accuracy.json").read_text())
-        except (OSError, ValueError, RuntimeError) as e:  # damaged cache: retrain rather than fail
-            warnings.warn(f"audio attribute classifier cache {folder} is unreadable ({e}); retraining")
-    model, acc = train_audio_classifier(root, settings, progress=progress)
-    # a sibling temp folder renamed into place: a killed run never leaves a half-written cache
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    (tmp / "accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
-    (tmp / "mel_settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")  # for a person reading the cache
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    return model, acc
+    return cached_classifier(folder, lambda: train_audio_classifier(root, settings, progress=progress),
+                             "audio attribute classifier",
+                             {"mel_settings.json": json.dumps(settings.to_dict(), indent=2) + "\n"})
 
 
 # ---------------------------------------------------------------------------------------------

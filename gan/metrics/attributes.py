@@ -264,24 +264,35 @@ def dataset_fingerprint(dataset_root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_or_train_classifier(dataset_root: Path, resolution: int = 32, progress: bool = True) -> tuple[AttributeClassifier, dict]:
-    """The classifier for this dataset and resolution: from dataset_root/.cache, else trained and cached."""
-    root = Path(dataset_root)
-    folder = root / ".cache" / f"attribute-classifier-{dataset_fingerprint(root)}-{resolution}"
+def cached_classifier(folder: Path, train, what: str, extra_files: dict[str, str] | None = None
+                      ) -> tuple[AttributeClassifier, dict]:
+    """A classifier cached in `folder` (save_pretrained + accuracy.json), else `train()` -> (model, accuracy)
+    and cached. A damaged cache is retrained rather than fatal; the cache is written to a sibling
+    temp folder and renamed, so a killed run never leaves a half-written one."""
     if (folder / "accuracy.json").is_file():
         try:
             model = AttributeClassifier.from_pretrained(folder).eval()
             return model, json.loads((folder / "accuracy.json").read_text())
-        except (OSError, ValueError, RuntimeError) as e:  # damaged cache: retrain rather than fail
+        except (OSError, ValueError, RuntimeError) as e:
             import warnings
 
-            warnings.warn(f"attribute classifier cache {folder} is unreadable ({e}); retraining")
-    model, acc = train_attribute_classifier(root / "train", root / "test", resolution, progress=progress)
-    # write a sibling temp folder and rename, so a killed run never leaves a half-written cache
+            warnings.warn(f"{what} cache {folder} is unreadable ({e}); retraining")
+    model, acc = train()
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     (tmp / "accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
+    for name, text in (extra_files or {}).items():  # for a person reading the cache
+        (tmp / name).write_text(text)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return model, acc
+
+
+def load_or_train_classifier(dataset_root: Path, resolution: int = 32, progress: bool = True) -> tuple[AttributeClassifier, dict]:
+    """The classifier for this dataset and resolution: from dataset_root/.cache, else trained and cached."""
+    root = Path(dataset_root)
+    folder = root / ".cache" / f"attribute-classifier-{dataset_fingerprint(root)}-{resolution}"
+    return cached_classifier(
+        folder, lambda: train_attribute_classifier(root / "train", root / "test", resolution, progress=progress),
+        "attribute classifier")

@@ -9,19 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import _checkpoint_tensors as tensors  # tests/ is on sys.path under pytest
 from gan import losses
 from gan.config import load_config
 from gan.errors import GanError
 from gan.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tensors(folder):
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out.update({f"{f.name}/{k}": v for k, v in load_file(f).items()})
-    return out
 
 
 def optimizer(folder, name):
