@@ -77,3 +77,9 @@ def test_shipped_configs_load():
     from pathlib import Path
     for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.toml")):
         load_config(path)
+
+
+def test_skip_mode_is_refused_for_clip_data_rather_than_ignored():
+    with pytest.raises(GanError, match="data.on_bad_sample.*'error' for video-repair"):
+        load_config("configs/repair_moving_shapes.toml", ["data.on_bad_sample=skip"])
+    assert load_config("configs/joint_shapes.toml", ["data.on_bad_sample=skip"]).data.on_bad_sample == "skip"
