@@ -40,6 +40,17 @@ output_dir = "{runs}"
 """
 
 
+# Overrides that turn TINY_CONFIG into each task's tiny run (video repair also needs clip data).
+TASK_OVERRIDES = {
+    "text-to-image": [],
+    # 16 px images, 16 x 16 spectrograms (hop 1000 at 16 kHz: 16 frames per second)
+    "joint": ["task=joint", "text.use_tokens=false", "joint.n_mels=16", "joint.hop_length=1000",
+              "joint.audio_channels=4", "joint.griffin_lim_iters=4"],
+    "video-repair": ["task=video-repair", "model.g_channels=4", "model.d_channels=4", "repair.frames=4",
+                     "train.batch_size=2"],
+}
+
+
 @pytest.fixture(scope="session")
 def make_tiny_config(tiny_shapes):
     """folder -> folder/tiny.toml, training on tiny_shapes into folder/runs (for module-scoped runs)."""

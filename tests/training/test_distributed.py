@@ -8,16 +8,10 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TASK_OVERRIDES
 
 
-TASKS = {
-    "text-to-image": [],
-    "joint": ["task=joint", "text.use_tokens=false", "joint.n_mels=16", "joint.hop_length=1000",
-              "joint.audio_channels=4", "joint.griffin_lim_iters=4"],
-    "video-repair": ["task=video-repair", "model.g_channels=4", "model.d_channels=4", "repair.frames=4",
-                     "train.batch_size=2"],
-}
+TASKS = TASK_OVERRIDES
 PER_PROCESS_BATCH = {"text-to-image": 8, "joint": 8, "video-repair": 2}
 
 

@@ -7,19 +7,13 @@ import json
 import pytest
 import torch
 
+from conftest import TASK_OVERRIDES  # tests/ is on sys.path under pytest
 from gan.config import load_config
 from gan.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TASKS = {
-    "text-to-image": [],
-    # 16 px images, 16 x 16 spectrograms (hop 1000 at 16 kHz: 16 frames per second)
-    "joint": ["task=joint", "text.use_tokens=false", "joint.n_mels=16", "joint.hop_length=1000",
-              "joint.audio_channels=4", "joint.griffin_lim_iters=4"],
-    "video-repair": ["task=video-repair", "model.g_channels=4", "model.d_channels=4", "repair.frames=4",
-                     "train.batch_size=2"],
-}
+TASKS = TASK_OVERRIDES
 
 
 @pytest.fixture(scope="module")
