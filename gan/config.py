@@ -311,9 +311,6 @@ def validate(cfg: Config) -> None:
             raise bad("condition.modalities", "text and/or audio for conditioned repair (the clip is the image)")
         if cfg.train.eval_every:
             raise bad("train.eval_every", "0 for video-repair (evaluate with gan eval --metrics psnr,ssim,...)")
-        if cfg.data.on_bad_sample != "error":
-            raise bad("data.on_bad_sample", "'error' for video-repair (clip data has no skip mode yet; a bad clip "
-                      "stops with an error naming its metadata line and frame folder)")
     if cfg.task == "joint":
         j = cfg.joint
         if j.n_mels < 16 or j.n_mels & (j.n_mels - 1):

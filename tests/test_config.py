@@ -79,7 +79,6 @@ def test_shipped_configs_load():
         load_config(path)
 
 
-def test_skip_mode_is_refused_for_clip_data_rather_than_ignored():
-    with pytest.raises(GanError, match="data.on_bad_sample.*'error' for video-repair"):
-        load_config("configs/repair_moving_shapes.toml", ["data.on_bad_sample=skip"])
-    assert load_config("configs/joint_shapes.toml", ["data.on_bad_sample=skip"]).data.on_bad_sample == "skip"
+def test_skip_mode_is_accepted_by_every_task():  # clip skipping itself: tests/data/test_clips.py
+    for config in ("configs/repair_moving_shapes.toml", "configs/joint_shapes.toml", "configs/t2i_shapes.toml"):
+        assert load_config(config, ["data.on_bad_sample=skip"]).data.on_bad_sample == "skip"

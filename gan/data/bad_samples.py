@@ -2,7 +2,8 @@
 
 A training row is bad when its metadata.jsonl line is (not UTF-8, not a JSON object, no usable
 "file_name" or "text", a caption over MAX_CAPTION_CHARS), when its image is missing, empty or
-cannot be decoded, or, for a model conditioned on audio, when its "audio_file" is missing,
+cannot be decoded (video repair: its clip folder is missing, a frame is unreadable, or its frame
+count or size differs from the metadata or the other clips, gan.data.clips.ClipDataset), or, for a model conditioned on audio, when its "audio_file" is missing,
 unreadable, empty, truncated or holds NaN/inf samples.
 
 error (the default): training does not start. The message says how many rows are bad and lists the
@@ -40,8 +41,10 @@ class BadSamplePolicy:
 
     @classmethod
     def from_config(cls, cfg, run_dir: str | Path | None = None, announce: bool = True) -> BadSamplePolicy:
-        # Audio conditioning and the joint task read every row's sound (gan.data.audio_bank).
-        audio = "audio" in cfg.condition.modalities or cfg.task == "joint"
+        # Audio conditioning and the joint task read every row's sound (gan.data.audio_bank);
+        # unconditioned video repair reads only the frames.
+        conditioned = cfg.task != "video-repair" or cfg.repair.conditioned
+        audio = ("audio" in cfg.condition.modalities and conditioned) or cfg.task == "joint"
         return cls(cfg.data.on_bad_sample, audio, Path(run_dir) if run_dir is not None else None, announce)
 
 

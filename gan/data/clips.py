@@ -5,6 +5,7 @@ torchvision 0.29 has no video I/O, and frame folders are what video-repair bench
 animated GIF/WebP. Frames come back as uint8 (T, 3, H, W); models see float in [-1, 1].
 """
 
+import math
 import os
 import re
 from pathlib import Path
@@ -15,9 +16,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from gan.data.bad_samples import BadSamplePolicy, Screening
 from gan.data.damage import load_masks
 from gan.data.dataset import PRELOAD_LIMIT_BYTES, to_rgb
-from gan.data.metadata import METADATA, read_metadata_numbered
+from gan.data.metadata import METADATA
 from gan.errors import GanError
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -196,33 +198,90 @@ class ClipDataset(torch.utils.data.Dataset):
     count, as written by gan.data.moving_shapes); item i is {"frames": (T, 3, H, W) float in
     [-1, 1], "index": i}. All clips must share T and size (they are batched together).
 
-    preload=None decodes every clip up front into one uint8 tensor when that takes under 1 GiB."""
+    preload=None decodes every clip up front into one uint8 tensor when that takes under 1 GiB.
+    bad_samples (gan.data.bad_samples) decides what a bad row does (a bad metadata line, no usable
+    "clip"/"frames", a missing or unreadable frame, a frame count or size unlike the metadata or
+    the first good clip, a bad sound when the policy checks audio): "error" (default) lists the
+    problems and raises; "skip" drops those rows here, before the caption cache or audio bank index
+    them, and `skipped` lists what was dropped. Every clip is decoded up front when preloading or
+    skipping; a lazy "error" dataset decodes the first clip, checks that the others exist with
+    the right number of frames, and decodes them when they are used."""
 
-    def __init__(self, split_dir: str | Path, size=None, preload: bool | None = None):
+    def __init__(self, split_dir: str | Path, size=None, preload: bool | None = None,
+                 bad_samples: BadSamplePolicy | None = None):
         _check_size(size, "ClipDataset")
         self.split_dir, self.size = Path(split_dir), size
-        numbered = read_metadata_numbered(self.split_dir)
-        self.lines = [n for n, _ in numbered]
-        self.rows = [row for _, row in numbered]
-        self.texts = [row["text"] for row in self.rows]
-        for i, row in enumerate(self.rows):
+        policy = bad_samples or BadSamplePolicy()
+        screen = Screening(self.split_dir, policy)
+        for number, row in screen.good_rows():
             clip, frames = row.get("clip"), row.get("frames")
             if not isinstance(clip, str) or not clip.strip() \
                     or not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
-                raise GanError(self._where(i) + "expected \"clip\" (frame folder name) and "
-                               f"\"frames\" (positive integer), got clip={clip!r} "
-                               f"frames={frames!r}")
-        first = self._read(0)
-        self.shape = tuple(first.shape)  # (T, 3, H, W)
-        nbytes = len(self.rows) * first.numel()
-        self.preloaded = nbytes < PRELOAD_LIMIT_BYTES if preload is None else bool(preload)
+                screen.flag(number, "expected \"clip\" (frame folder name) and \"frames\" (positive "
+                            f"integer), got clip={clip!r} frames={frames!r}")
+        if policy.audio:
+            screen.check_audio(progress=policy.announce)
+        self._index(screen.good_rows())
+        decoded = self._screen_clips(screen, preload, decode_all=policy.mode == "skip")
+        kept = screen.settle()
+        self.skipped = screen.skipped
+        self._index(kept)
         self.clips = None
         if self.preloaded:
-            self.clips = torch.empty((len(self.rows), *self.shape), dtype=torch.uint8)
-            self.clips[0] = first
-            for i in tqdm(range(1, len(self.rows)), desc=f"loading {self.split_dir.name}",
-                          unit="clip", disable=None):
-                self.clips[i] = self._read(i)
+            self.clips = torch.stack([decoded[n] for n in self.lines])  # (N, T, 3, H, W) uint8
+
+    def _index(self, numbered: list[tuple[int, dict]]) -> None:
+        self.lines = [n for n, _ in numbered]
+        self.rows = [row for _, row in numbered]
+        self.texts = [row["text"] for row in self.rows]
+
+    def _screen_clips(self, screen: Screening, preload: bool | None, decode_all: bool) -> dict:
+        """Decode the clips (all of them when preloading or skipping, else only the first good
+        one), flagging bad rows in `screen`; sets `shape` and `preloaded`. Returns {line: frames}
+        of the decoded clips when preloading, else {}."""
+        decoded, self.shape, first = {}, None, len(self.rows)
+        for i in range(len(self.rows)):
+            try:
+                decoded[self.lines[i]] = self._read(i)
+            except GanError as e:
+                screen.flag(self.lines[i], str(e).removeprefix(self._where(i)))
+                continue
+            self.shape, first = tuple(decoded[self.lines[i]].shape), i  # (T, 3, H, W)
+            break
+        if self.shape is None:  # no row decoded: settle() lists why (error mode or none left)
+            screen.settle()
+            raise GanError(f"no readable clip in {self.split_dir / METADATA}")
+        nbytes = len(self.rows) * math.prod(self.shape)
+        self.preloaded = nbytes < PRELOAD_LIMIT_BYTES if preload is None else bool(preload)
+        if not (self.preloaded or decode_all):
+            for i in range(first + 1, len(self.rows)):  # cheap checks now, decoding when read
+                problem = self._listing_problem(i)
+                if problem:
+                    screen.flag(self.lines[i], problem)
+            return {}
+        for i in tqdm(range(first + 1, len(self.rows)), desc=f"loading {self.split_dir.name}",
+                      unit="clip", disable=None if screen.policy.announce else True):
+            try:
+                frames = self._read(i)
+            except GanError as e:
+                screen.flag(self.lines[i], str(e).removeprefix(self._where(i)))
+                continue
+            if self.preloaded:
+                decoded[self.lines[i]] = frames
+        return decoded if self.preloaded else {}
+
+    def _listing_problem(self, i: int) -> str | None:
+        """What a directory listing shows wrong with row i's clip (missing, frame count)."""
+        row = self.rows[i]
+        path = self.split_dir / row["clip"]
+        if not path.exists():
+            return f"clip not found: {path}"
+        if path.is_dir():
+            count = sum(1 for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() in FRAME_SUFFIXES)
+            if count != row["frames"]:
+                return f"clip {row['clip']} has {count} frames, metadata says {row['frames']}"
+        return None
 
     def _where(self, i: int) -> str:
         return f"{self.split_dir / METADATA}:{self.lines[i]}: "
@@ -236,9 +295,9 @@ class ClipDataset(torch.utils.data.Dataset):
         if frames.shape[0] != row["frames"]:
             raise GanError(self._where(i) + f"clip {row['clip']} has {frames.shape[0]} frames, "
                            f"metadata says {row['frames']}")
-        if hasattr(self, "shape") and tuple(frames.shape) != self.shape:
+        if self.shape is not None and tuple(frames.shape) != self.shape:
             raise GanError(self._where(i) + f"clip {row['clip']} is {tuple(frames.shape)}, the "
-                           f"first clip is {self.shape}; give a size to resize all clips alike")
+                           f"first good clip is {self.shape}; give a size to resize all clips alike")
         return frames
 
     def __len__(self) -> int:

@@ -200,7 +200,8 @@ def check_dataset(path: str | Path, resolution: int | None = None) -> list[str]:
     """Validate a dataset root (holding train/, test/, ...) or one split folder.
 
     Returns every problem as "split/metadata.jsonl:LINE: ..." (bad rows, missing or unreadable
-    images, images not `resolution` x `resolution` when given, missing or unreadable audio_file).
+    images, images not `resolution` x `resolution` when given, missing or unreadable audio_file,
+    a video row's clip missing, unreadable or not holding its "frames" count).
     An empty list means the dataset is valid.
     """
     path = Path(path)
@@ -224,7 +225,28 @@ def check_dataset(path: str | Path, resolution: int | None = None) -> list[str]:
                 problem = audio_problem(split_dir, row["audio_file"])
                 if problem:
                     problems.append(f"{label}:{number}: {problem}")
+            if "clip" in row:
+                problem = _clip_problem(split_dir, row)
+                if problem:
+                    problems.append(f"{label}:{number}: {problem}")
     return problems
+
+
+def _clip_problem(split_dir: Path, row: dict) -> str | None:
+    """Why a video row's "clip" (frame folder or animated file) is not usable."""
+    from gan.data.clips import read_clip  # local: gan.data.clips imports this module
+
+    clip, frames = row["clip"], row.get("frames")
+    if not isinstance(clip, str) or not clip.strip() or not isinstance(frames, int) or isinstance(frames, bool):
+        return f"expected \"clip\" (frame folder name) and \"frames\" (integer), got clip={_short(clip)} " \
+               f"frames={_short(frames)}"
+    try:
+        pixels, _ = read_clip(split_dir / clip)
+    except GanError as e:
+        return str(e)
+    if pixels.shape[0] != frames:
+        return f"clip {clip} has {pixels.shape[0]} frames, metadata says {frames}"
+    return None
 
 
 def split_fingerprint(split_dir: str | Path) -> str:

@@ -91,7 +91,8 @@ class Trainer:
             from gan.data.clips import ClipDataset
             from gan.training.repair_steps import build_repair_models
 
-            self.dataset = ClipDataset(split, size=cfg.data.resolution)
+            self.dataset = ClipDataset(split, size=cfg.data.resolution, bad_samples=BadSamplePolicy.from_config(
+                cfg, self.run_dir, acc.is_main_process))
             self.conditioner = None
             if cfg.repair.conditioned:  # the clip's caption and/or audio track, through the fusion module
                 self.conditioner = build_conditioner(cfg, self.dataset.texts)

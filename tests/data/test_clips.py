@@ -1,11 +1,15 @@
 """Clip I/O without codecs: frame folders, GIF/WebP, previews, ClipDataset, the DAVIS reader."""
 
+import json
+
 import pytest
 import torch
 from PIL import Image
 
 from gan.data import clips
+from gan.data.bad_samples import REPORT_FILE, BadSamplePolicy
 from gan.data.clips import ClipDataset, read_clip, read_davis, side_by_side, write_frames, write_gif
+from gan.data.metadata import check_dataset, read_metadata, write_metadata
 from gan.data.moving_shapes import write_moving_shapes
 from gan.errors import GanError
 
@@ -130,6 +134,69 @@ def test_clip_dataset(tmp_path):
     (split / "000001" / "00002.png").unlink()
     with pytest.raises(GanError, match="jsonl:2: clip 000001 has 2 frames, metadata says 3"):
         ClipDataset(split)
+
+
+def _break_clips(split) -> dict[int, str]:
+    """Damage rows 2-5 of a 7-clip split in four ways; {metadata line: expected problem}."""
+    rows = read_metadata(split)
+    (split / "000001" / "00002.png").unlink()  # line 2: a frame short
+    (split / "000002" / "00000.png").write_bytes(b"\x89PNG truncated")  # line 3: unreadable frame
+    rows[3]["clip"] = "nowhere"  # line 4: no such clip
+    rows[4]["frames"] = "three"  # line 5: bad field
+    write_metadata(split, rows)
+    with open(split / "metadata.jsonl", "ab") as f:
+        f.write(b"{not json\n")  # line 8: a bad metadata line
+    return {2: "clip 000001 has 2 frames, metadata says 3", 3: "cannot read frame", 4: "clip not found",
+            5: "expected \"clip\"", 8: "invalid JSON"}
+
+
+@pytest.mark.parametrize("preload", [None, False])
+def test_clip_dataset_skip_drops_exactly_the_bad_clips(tmp_path, capsys, preload):
+    write_moving_shapes(tmp_path / "ms", 7, 0, frames=3, size=16, seed=0, progress=False)
+    split = tmp_path / "ms" / "train"
+    originals = {n: read_clip(split / f"{n - 1:06d}")[0] for n in (1, 6, 7)}
+    expected = _break_clips(split)
+    with pytest.raises(GanError) as error:  # error mode (the default) names every bad line
+        ClipDataset(split, preload=preload)
+    # Lazy error mode lists folders instead of decoding them: the unreadable frame waits its turn.
+    found = expected if preload is None else {k: v for k, v in expected.items() if k != 3}
+    assert f"{len(found)} of 8 rows of {split / 'metadata.jsonl'} are bad" in str(error.value)
+    for line, problem in found.items():
+        assert f"metadata.jsonl:{line}: " in str(error.value) and problem in str(error.value)
+
+    run = tmp_path / "run"
+    ds = ClipDataset(split, preload=preload, bad_samples=BadSamplePolicy("skip", report_dir=run))
+    assert ds.lines == [1, 6, 7] and len(ds) == 3 and ds.preloaded == (preload is None)
+    lines = (split / "metadata.jsonl").read_text().splitlines()
+    assert ds.texts == [json.loads(lines[n - 1])["text"] for n in (1, 6, 7)]
+    for i, line in enumerate(ds.lines):  # item i is its own clip, after the dropped rows
+        assert torch.equal(((ds[i]["frames"] + 1) * 127.5).round().to(torch.uint8), originals[line])
+    out, report = capsys.readouterr().out, (run / REPORT_FILE).read_text()
+    assert f"skipped 5 of 8 rows of {split / 'metadata.jsonl'}" in out and report.startswith("# skipped 5 of 8")
+    for line, problem in expected.items():
+        named = [x for x in report.splitlines() if f"metadata.jsonl:{line}: " in x]
+        assert len(named) == 1 and problem in named[0]
+    assert len(ds.skipped) == 5
+    checked = check_dataset(split)  # `gan data check` finds the same five lines
+    assert {int(x.split(":")[1]) for x in checked} == set(expected)  # line 3 twice: its file_name is frame 0
+    for line, problem in expected.items():
+        assert any(x.startswith(f"train/metadata.jsonl:{line}: ") and problem in x for x in checked), checked
+
+
+def test_clip_dataset_skip_with_a_different_sized_clip_and_nothing_left(tmp_path):
+    write_moving_shapes(tmp_path / "ms", 3, 0, frames=2, size=16, seed=0, progress=False)
+    split = tmp_path / "ms" / "train"
+    for name in ("00000.png", "00001.png"):  # clip 2 at 12 px: the first good clip sets the size
+        with Image.open(split / "000001" / name) as im:
+            im.resize((12, 12)).save(split / "000001" / name)
+    ds = ClipDataset(split, bad_samples=BadSamplePolicy("skip", announce=False))
+    assert ds.lines == [1, 3] and "clip 000001 is (2, 3, 12, 12), the first good clip is (2, 3, 16, 16)" \
+        in ds.skipped[0]
+    assert ClipDataset(split, size=16, bad_samples=BadSamplePolicy("skip", announce=False)).lines == [1, 2, 3]
+    for n in range(3):
+        (split / f"{n:06d}" / "00000.png").write_bytes(b"")
+    with pytest.raises(GanError, match="all 3 rows of .*metadata.jsonl are bad; nothing is left"):
+        ClipDataset(split, bad_samples=BadSamplePolicy("skip", announce=False))
 
 
 def _fake_davis(root, video: str, annotated: bool = True):

@@ -151,3 +151,30 @@ def test_conditioned_repair_with_caption_and_audio(repair_config, clips, tmp_pat
     assert main(["eval", "--checkpoint", str(run), "--data", str(clips / "test"), "--metrics", "hole_psnr",
                  "--out", str(out)]) == 0
     assert "hole_psnr" in json.loads(out.read_text())["metrics"]
+
+
+def test_repair_skip_mode_trains_on_the_good_clips_and_files_the_bad_ones(clips, tmp_path):
+    import shutil
+
+    from gan.data.metadata import read_metadata
+
+    root = tmp_path / "data"
+    shutil.copytree(clips, root)
+    split = root / "train"
+    rows = read_metadata(split)
+    shutil.rmtree(split / rows[1]["clip"])  # line 2: the clip folder is gone
+    (split / rows[2]["audio_file"]).write_bytes(b"RIFF")  # line 3: a truncated WAV (audio conditioning reads it)
+    path = tmp_path / "repair.toml"
+    path.write_text(CONFIG.format(root=root.as_posix(), runs=(tmp_path / "runs").as_posix()))
+    cond = ["repair.conditioned=true", 'condition.modalities=["text", "audio"]', "text.encoder=learned",
+            "condition.encoder_width=4", "condition.encoder_dim=8", "condition.fusion_dim=8",
+            "condition.fusion_token_dim=8", "train.max_steps=2"]
+    with pytest.raises(GanError, match=r"(?s)2 of 4 rows .*metadata.jsonl:2: clip not found"):
+        Trainer(load_config(path, cond))
+    trainer = Trainer(load_config(path, [*cond, "data.on_bad_sample=skip"]))
+    assert trainer.dataset.lines == [1, 4] and trainer.dataset.texts == [rows[0]["text"], rows[3]["text"]]
+    run = trainer.train()
+    report = (run / "bad_samples.txt").read_text().splitlines()
+    assert report[0].startswith("# skipped 2 of 4 rows") and len(report) == 3
+    assert ":2: clip not found" in report[1] and ":3: " in report[2] and rows[2]["audio_file"] in report[2]
+    assert (run / "checkpoint-2").is_dir()
