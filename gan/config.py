@@ -57,6 +57,7 @@ class RepairConfig:
     hole_weight: float = 1.0  # L1 inside the holes
     valid_weight: float = 1.0  # L1 on the known pixels (of the raw prediction, before compositing)
     adv_weight: float = 0.01  # hinge adversarial term of the temporal PatchGAN (E2FGVI/ProPainter: 0.01)
+    temporal_weight: float = 0.0  # L1 between the repaired and true frame-to-frame changes (the temporal metric as a loss); 0 = off
     perceptual_weight: float = 0.0  # VGG16 perceptual loss; > 0 needs vgg_weights
     vgg_weights: str = ""  # local vgg16-397923af.pth (never downloaded)
     conditioned: bool = False  # feed the clip's condition.modalities (text and/or audio) to G through FiLM
@@ -117,6 +118,7 @@ class TrainConfig:
     grad_accum: int = 1  # gradient accumulation steps (wraps both G and D)
     max_steps: int = 3000  # optimizer steps (after accumulation)
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and exports when it ends
+    max_cpu_minutes: float = 0.0  # CPU-time budget of the main process (all its threads, time.process_time); 0 = none. Unlike wall time it does not shrink when other jobs share the machine
     mixed_precision: str = "auto"  # "auto" (bf16 on CPU, no on GPU) | "no" | "bf16" | "fp16"
     channels_last: bool = True  # NHWC memory format (faster convolutions on CPU with bf16)
     ema_decay: float = 0.999  # generator EMA decay; 0 = no EMA (export the live generator)
@@ -277,6 +279,9 @@ def validate(cfg: Config) -> None:
         raise bad("data.on_bad_sample", f"'error' or 'skip', got {cfg.data.on_bad_sample!r}")
     if cfg.train.on_nonfinite not in ("stop", "skip"):
         raise bad("train.on_nonfinite", f"'stop' or 'skip', got {cfg.train.on_nonfinite!r}")
+    for key in ("train.max_minutes", "train.max_cpu_minutes"):
+        if not getattr(cfg.train, key.split(".")[1]) >= 0:
+            raise bad(key, "minutes >= 0 (0 = no limit)")
     for key in ("train.batch_size", "train.grad_accum", "train.max_steps", "loss.gp_every",
                 "train.max_nonfinite_skips"):
         section, name = key.split(".")

@@ -76,6 +76,21 @@ def repair_reconstruction(pred_raw: torch.Tensor, target: torch.Tensor, mask: to
     return hole_weight * hole_l1(pred_raw, target, mask) + valid_weight * valid_l1(pred_raw, target, mask)
 
 
+def temporal_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean |(pred[t+1] - pred[t]) - (target[t+1] - target[t])| over clips (B, T, C, H, W): the
+    training form of gan.repair.metrics.temporal_error. On the composite, known pixels cancel, so
+    it only moves the fill, towards the motion the clip really has (less flicker between frames
+    that were filled independently); 0 for T = 1."""
+    if pred.shape != target.shape or pred.dim() != 5:
+        raise GanError(f"temporal_l1: expected two clips (B, T, C, H, W) of one shape, got "
+                       f"{tuple(pred.shape)} and {tuple(target.shape)}")
+    if pred.shape[1] < 2:
+        return pred.float().sum() * 0.0
+    dp = pred.float()[:, 1:] - pred.float()[:, :-1]  # (B, T-1, C, H, W)
+    dt = target.float()[:, 1:] - target.float()[:, :-1]
+    return (dp - dt).abs().mean()
+
+
 def patch_hinge_d(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Hinge D loss over patch maps: mean(relu(1 - real)) + mean(relu(1 + fake)), every patch
     weighted alike (d_hinge already averages over all elements)."""

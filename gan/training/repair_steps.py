@@ -37,13 +37,19 @@ def repair_discriminator_step(D, real, fake, mask, *, autocast):
 
 
 def repair_generator_step(D, composite, raw, real, mask, *, hole_weight: float, valid_weight: float,
-                          adv_weight: float, perceptual=None, perceptual_weight: float = 0.0, autocast):
-    """L1 on holes and on known pixels of the raw prediction, plus adv_weight x hinge on the
-    composite (D frozen and unwrapped by the caller), plus an optional perceptual term."""
+                          adv_weight: float, temporal_weight: float = 0.0, perceptual=None,
+                          perceptual_weight: float = 0.0, autocast):
+    """L1 on holes and on known pixels of the raw prediction, plus temporal_weight x the
+    frame-difference L1 of the composite, plus adv_weight x hinge on the composite (D frozen and
+    unwrapped by the caller), plus an optional perceptual term."""
     hole = rl.hole_l1(raw.float(), real, mask)
     valid = rl.valid_l1(raw.float(), real, mask)
     total = hole_weight * hole + valid_weight * valid
     stats = {"loss/hole_l1": hole.detach(), "loss/valid_l1": valid.detach()}
+    if temporal_weight > 0:
+        temporal = rl.temporal_l1(composite.float(), real)
+        total = total + temporal_weight * temporal
+        stats["loss/temporal"] = temporal.detach()
     if adv_weight > 0:
         with autocast():
             adv = rl.patch_hinge_g(D(composite, mask).float())
@@ -156,7 +162,7 @@ def repair_micro_step(trainer, batch, D_raw, autocast, micro: int) -> dict:
     trainer.D.requires_grad_(False)
     g_loss, g_stats = repair_generator_step(
         D_raw, composite, raw, real, mask, hole_weight=r.hole_weight, valid_weight=r.valid_weight,
-        adv_weight=r.adv_weight, perceptual=trainer.perceptual, perceptual_weight=r.perceptual_weight,
+        adv_weight=r.adv_weight, temporal_weight=r.temporal_weight, perceptual=trainer.perceptual, perceptual_weight=r.perceptual_weight,
         autocast=autocast)
     acc.backward(g_loss)
     trainer.optimizer_step("g", g_loss)

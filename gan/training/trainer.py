@@ -301,6 +301,7 @@ class Trainer:
         acc, t = self.accelerator, self.cfg.train
         D_raw = acc.unwrap_model(self.D)
         start_time, start_step = time.time(), self.step
+        start_cpu = time.process_time()
         with tqdm(total=t.max_steps, initial=self.step, disable=not acc.is_main_process,
                   desc="train", dynamic_ncols=True) as bar:  # closed on an error too
             data = iter(self.loader)
@@ -330,7 +331,7 @@ class Trainer:
                 if self.step % t.checkpoint_every == 0:
                     self._save()
                     last_saved = self.step
-                if self._should_stop(stop, start_time):
+                if self._should_stop(stop, start_time, start_cpu):
                     break
         return last_saved
 
@@ -343,9 +344,10 @@ class Trainer:
         if not same:  # a bug, not a user mistake: keep the traceback
             raise RuntimeError(f"step {self.step}: the {acc.num_processes} processes ended with different weights")
 
-    def _should_stop(self, stop: dict, start_time: float) -> bool:
-        limit = self.cfg.train.max_minutes
-        local = stop["signal"] is not None or (limit > 0 and time.time() - start_time > limit * 60)
+    def _should_stop(self, stop: dict, start_time: float, start_cpu: float) -> bool:
+        wall, cpu = self.cfg.train.max_minutes, self.cfg.train.max_cpu_minutes
+        local = stop["signal"] is not None or (wall > 0 and time.time() - start_time > wall * 60) \
+            or (cpu > 0 and time.process_time() - start_cpu > cpu * 60)
         return self._any_process(local)  # every process leaves at the same step, or the next collective hangs
 
     def _write_repair_preview(self):

@@ -192,6 +192,24 @@ def test_masked_l1_without_holes_or_without_valid_pixels_is_zero():
         hole_l1(pred, target, none[0])
 
 
+def test_temporal_l1_matches_the_metric_and_ignores_constant_offsets():
+    from gan.repair.losses import temporal_l1
+    from gan.repair.metrics import temporal_error
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 4, 3, 8, 8, generator=gen) * 2 - 1
+    pred = (target + 0.1 * torch.randn(target.shape, generator=gen)).clamp(-1, 1)
+    # The metric works in [0, 1] units (half of [-1, 1]) and in float64.
+    assert float(temporal_l1(pred, target)) / 2 == pytest.approx(temporal_error(pred, target), rel=1e-5)
+    assert float(temporal_l1(target * 0.5 + 0.2, target * 0.5)) == pytest.approx(0.0, abs=1e-6)
+    flicker = target.clone()
+    flicker[:, 1] += 0.3  # one frame off by 0.3: two of the three differences change by 0.3
+    assert float(temporal_l1(flicker, target)) == pytest.approx(0.3 * 2 / 3, rel=1e-5)
+    assert float(temporal_l1(pred[:, :1], target[:, :1])) == 0.0
+    with pytest.raises(GanError, match="temporal_l1: expected two clips"):
+        temporal_l1(pred[0], target[0])
+
+
 def test_patch_hinge_closed_form():
     real = torch.tensor([[2.0, 0.0]])
     fake = torch.tensor([[-2.0, 0.5]])

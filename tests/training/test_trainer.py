@@ -32,6 +32,17 @@ def test_refuses_to_overwrite_and_reports_missing_data(tiny_config, tmp_path):
         Trainer(load_config(tiny_config, [f"data.root={tmp_path / 'nowhere'}"]))
 
 
+def test_time_budgets_end_the_run_with_a_checkpoint(tiny_config):
+    # 1 ms of CPU (or wall) time is spent by the first step: the run stops there, saved, not at step 50.
+    for key in ("max_cpu_minutes", "max_minutes"):
+        cfg = load_config(tiny_config, [f"train.run_name={key}", "train.max_steps=50", "train.sample_every=0",
+                                        f"train.{key}={1e-3 / 60}"])
+        run_dir = Trainer(cfg).train()
+        assert json.loads((run_dir / "checkpoint-1" / "train_state.json").read_text())["step"] == 1
+    with pytest.raises(GanError, match="train.max_cpu_minutes.*>= 0"):
+        load_config(tiny_config, ["train.max_cpu_minutes=-1"])
+
+
 def test_gradient_accumulation_steps_optimizers_once_per_window(tiny_config):
     cfg = load_config(tiny_config, ["train.run_name=accum", "train.grad_accum=2", "train.max_steps=3",
                                     "train.batch_size=4", "train.sample_every=0"])
