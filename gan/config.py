@@ -70,6 +70,7 @@ class JointConfig:
     pair_weight: float = 1.0  # joint head: weight of "real image + another row's real sound" scored as fake
     audio_channels: int = 16  # base width of G's audio head and D's audio branch (at the spectrogram's size)
     trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
+    attention_resolutions: list[int] = field(default_factory=lambda: [4, 8])  # trunk sizes that attend to the caption's word tokens (with text.use_tokens)
     sample_rate: int = 16000  # Hz; the dataset's sounds are resampled to it
     seconds: float = 1.0  # length of each sound
     n_fft: int = 1024  # STFT size of the log-mel spectrogram
@@ -326,6 +327,11 @@ def validate(cfg: Config) -> None:
             raise bad("loss.gp", "'r1' or 'none' for the joint task (MA-GP is defined for one image and a caption)")
         if j.conditioned and any(m != "text" for m in cfg.condition.modalities):
             raise bad("condition.modalities", "['text'] for a captioned joint model (its sound is an output)")
+        sizes = [4 * 2**i for i in range(8) if 4 * 2**i <= j.trunk_resolution]
+        if j.conditioned and cfg.text.use_tokens and (not j.attention_resolutions
+                                                      or any(r not in sizes for r in j.attention_resolutions)):
+            raise bad("joint.attention_resolutions", f"a non-empty list of trunk sizes {sizes} (joint.trunk_resolution = "
+                      f"{j.trunk_resolution}) when text.use_tokens = true; got {j.attention_resolutions}")
         if cfg.train.eval_every:
             raise bad("train.eval_every", "0 for the joint task (evaluate with gan eval --metrics fid,fad,consistency)")
     if cfg.train.eval_every < 0 or cfg.train.eval_num < 1:

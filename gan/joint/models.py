@@ -3,11 +3,14 @@
 Generator (one noise draw, optional caption condition):
 
     (z, cond) -> mapping -> w -> linear -> 4x4 -> shared UpBlocks to `trunk_resolution`
+        (+ cross-attention to the caption's word tokens at `attention_resolutions`)
         -> image UpBlocks -> conv -> tanh -> (B, 3, R, R)
         -> audio UpBlocks -> conv -> tanh -> (B, 1, M, M)   normalised log-mel (gan.joint.mel)
 
 Both heads grow out of one trunk, so whatever the trunk decides (which shape, where, what colour)
-reaches both; that shared decision is what makes the picture and the sound agree.
+reaches both; that shared decision is what makes the picture and the sound agree. The word
+tokens matter for position: MiniLM's sentence vectors of "top left" and "top right" captions are
+nearly identical (cosine 0.99), the words themselves are not.
 
 Discriminator: an image branch and an audio branch (conv towers down to 4x4, position kept as in
 `ProjectionDiscriminator`), a logit per branch, and a joint head on both branches' features. The
@@ -24,7 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from gan.models.blocks import LRELU_SLOPE, DownBlock, UpBlock, check_shape, is_power_of_two
+from gan.models.blocks import LRELU_SLOPE, CrossAttention, DownBlock, UpBlock, check_shape, is_power_of_two
 from gan.models.generator import W_DIM, ConditionalGenerator
 
 HEADS = ("image", "audio", "joint")
@@ -50,6 +53,8 @@ class JointGenerator(ModelMixin, ConfigMixin):
         max_channels: int = 256,  # Cap on channels at low resolutions (trunk and heads).
         trunk_resolution: int = 8,  # Side of the last shared feature map; both heads branch off here.
         mel: dict | None = None,  # gan.joint.mel.MelSettings as a dict (how to turn the mel into sound); None = defaults.
+        token_dim: int | None = None,  # Width of the caption's word-token features; None = no cross-attention at all.
+        attention_resolutions: tuple[int, ...] = (4, 8),  # Trunk sizes whose features attend to the word tokens (with token_dim).
     ):
         super().__init__()
         who = "JointGenerator"
@@ -78,6 +83,12 @@ class JointGenerator(ModelMixin, ConfigMixin):
         self.fc = nn.Linear(W_DIM, trunk_ch[4] * 16)
         self.trunk = nn.ModuleList(UpBlock(trunk_ch[r], trunk_ch[2 * r], W_DIM)
                                    for r in sorted(trunk_ch) if 2 * r <= trunk_resolution)
+        self.attn = nn.ModuleDict()
+        if token_dim is not None:
+            if token_dim < 1 or not attention_resolutions or any(r not in trunk_ch for r in attention_resolutions):
+                raise ValueError(f"{who}: with token_dim ({token_dim}, >= 1) attention_resolutions must be a non-empty "
+                                 f"subset of the trunk sizes {sorted(trunk_ch)}, got {list(attention_resolutions)}")
+            self.attn.update({str(r): CrossAttention(trunk_ch[r], token_dim) for r in sorted(set(attention_resolutions))})
         self.image_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, image_resolution, image_ch)
         self.to_rgb = nn.Conv2d(c, 3, 3, padding=1)
         self.audio_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, audio_resolution, audio_ch)
@@ -93,8 +104,11 @@ class JointGenerator(ModelMixin, ConfigMixin):
 
     sample_noise = staticmethod(ConditionalGenerator.sample_noise)
 
-    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (B, z_dim), cond (B, cond_dim) or None when cond_dim = 0.
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+                token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, z_dim), cond (B, cond_dim) or None when cond_dim = 0; tokens (B, L, token_dim) and
+        token_mask (B, L) bool (True = real token) for a model built with token_dim: required there,
+        a row without any real token (no caption) gets no attention output.
         Returns (images (B, 3, R, R), mels (B, 1, M, M)), both in [-1, 1]."""
         cfg = self.config
         check_shape("JointGenerator z", z, (None, cfg.z_dim))
@@ -106,12 +120,28 @@ class JointGenerator(ModelMixin, ConfigMixin):
             z = torch.cat([z, cond.to(z.dtype)], dim=1)
         elif cond is not None and cond.numel():
             raise ValueError("JointGenerator: this model is unconditional (cond_dim=0); got a condition")
+        if self.attn:
+            if tokens is None or token_mask is None:
+                raise ValueError(f"JointGenerator: this model attends to word tokens (token_dim={cfg.token_dim}); "
+                                 "tokens and token_mask are required")
+            check_shape("JointGenerator tokens", tokens, (B, None, cfg.token_dim))
+            check_shape("JointGenerator token_mask", token_mask, tuple(tokens.shape[:2]))
+            if token_mask.dtype != torch.bool:
+                raise ValueError(f"JointGenerator token_mask: expected bool (True = real token), got {token_mask.dtype}")
+        elif tokens is not None:
+            raise ValueError("JointGenerator: this model has no cross-attention (token_dim=None); got tokens")
         w = self.mapping(z)  # (B, W_DIM)
         h = self.fc(w).view(B, -1, 4, 4)  # (B, C4, 4, 4)
         if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):
             h = h.contiguous(memory_format=torch.channels_last)
+        res = 4
+        if "4" in self.attn:
+            h = self.attn["4"](h, tokens, token_mask)
         for block in self.trunk:
             h = block(h, w)  # (B, C, 2r, 2r) up to trunk_resolution
+            res *= 2
+            if str(res) in self.attn:
+                h = self.attn[str(res)](h, tokens, token_mask)
         x = h
         for block in self.image_blocks:
             x = block(x, w)

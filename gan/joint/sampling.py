@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,6 +21,19 @@ from gan.joint.mel import MelSettings, mel_to_waveform
 from gan.joint.models import JointGenerator
 from gan.sampling import check_prompts, resolve_export, to_pil, to_uint8
 from gan.weights import load_model_folder
+
+
+class Caption(NamedTuple):
+    """A batch of caption conditions: pooled (N, D); tokens (N, L, Dt) and mask (N, L) bool for a
+    generator that attends to words, else None. "No caption" is a zero pooled vector and no real token."""
+    pooled: torch.Tensor
+    tokens: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def row(self, i: int, n: int) -> "Caption":
+        """Caption i repeated n times."""
+        pick = lambda t, *rest: None if t is None else t[i:i + 1].expand(n, *rest)  # noqa: E731
+        return Caption(pick(self.pooled, -1), pick(self.tokens, -1, -1), pick(self.mask, -1))
 
 
 class JointSampler:
@@ -50,17 +64,25 @@ class JointSampler:
     def conditioned(self) -> bool:
         return self.generator.config.cond_dim > 0
 
-    def condition(self, prompts: list[str] | None, n: int) -> torch.Tensor | None:
-        """(n, D) pooled caption embeddings; zeros (the "no caption" condition it was trained with)
-        when no prompt is given; None for an unconditional model."""
+    def condition(self, prompts: list[str] | None, n: int) -> Caption | None:
+        """The captions' condition (one row per prompt); the "no caption" condition it was trained
+        with (zero pooled vector, no real word token), n rows, when no prompt is given; None for an
+        unconditional model."""
         if not self.conditioned:
             if prompts:
                 raise GanError("this joint generator was trained without captions; drop --prompt")
             return None
+        cfg = self.generator.config
         if not prompts:
-            return torch.zeros(n, self.generator.config.cond_dim)
+            none = torch.zeros(n, cfg.cond_dim)
+            if cfg.token_dim is None:
+                return Caption(none)
+            return Caption(none, torch.zeros(n, 1, cfg.token_dim), torch.zeros(n, 1, dtype=torch.bool))
         check_prompts(prompts)
-        return self.conditioner.encode(texts=list(prompts)).pooled.float()
+        emb = self.conditioner.encode(texts=list(prompts))
+        if cfg.token_dim is None:
+            return Caption(emb.pooled.float())
+        return Caption(emb.pooled.float(), emb.tokens.float(), emb.mask)
 
     @torch.no_grad()
     def generate(self, prompts: list[str] | None, num: int, seed: int = 0, truncation: float | None = None,
@@ -77,16 +99,19 @@ class JointSampler:
         for p, prompt in enumerate(groups):
             for lo in range(0, num, batch_size):
                 zb = z[lo:lo + batch_size]
-                c = None if cond is None else cond[p:p + 1].expand(len(zb), -1)
-                im, mel = self.run(zb, c)
+                im, mel = self.run(zb, None if cond is None else cond.row(p, len(zb)))
                 images.append(im)
                 mels.append(mel)
             labels += [prompt or ""] * num
         return torch.cat(images), torch.cat(mels), labels
 
-    def run(self, z: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, z: torch.Tensor, cond: Caption | None) -> tuple[torch.Tensor, torch.Tensor]:
         dev = self.device
-        im, mel = self.generator(z.to(dev), None if cond is None else cond.to(dev).float())
+        to = lambda t: None if t is None else t.to(dev)  # noqa: E731
+        if cond is None:
+            im, mel = self.generator(z.to(dev))
+        else:
+            im, mel = self.generator(z.to(dev), cond.pooled.to(dev).float(), to(cond.tokens), to(cond.mask))
         return im.float().cpu(), mel.float().cpu()
 
     def waveforms(self, mels: torch.Tensor, iters: int = 32) -> torch.Tensor:

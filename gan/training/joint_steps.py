@@ -28,13 +28,17 @@ def shifted_pairs(batch: int, device) -> torch.Tensor:
     return torch.stack([i, (i + 1) % batch], dim=1)
 
 
-def drop_condition(cond: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero each row of (B, D) with probability p: the zero vector means "no caption", so one model
-    learns both the conditional and the unconditional distribution (sampled without a prompt)."""
+def drop_condition(cond: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                   token_mask: torch.Tensor | None = None):
+    """Zero each row of (B, D) with probability p: the zero vector (and, for a generator reading
+    words, no real token) means "no caption", so one model learns both the conditional and the
+    unconditional distribution (sampled without a prompt). Returns cond, or (cond, token_mask)
+    when a token_mask (B, L) is given."""
     if p <= 0:
-        return cond
-    keep = (torch.rand(cond.shape[0], 1, generator=generator, device=cond.device) >= p).to(cond.dtype)
-    return cond * keep
+        return cond if token_mask is None else (cond, token_mask)
+    keep = torch.rand(cond.shape[0], 1, generator=generator, device=cond.device) >= p  # (B, 1)
+    cond = cond * keep.to(cond.dtype)
+    return cond if token_mask is None else (cond, token_mask & keep)
 
 
 def _augment(x, policy):
@@ -106,13 +110,18 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     if cfg.train.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
         real_mels = real_mels.contiguous(memory_format=torch.channels_last)
-    cond = None
+    cond = tokens = mask = None
     if trainer.conditioner is not None:
-        cond = drop_condition(trainer._condition(index, real).pooled.float(), cfg.joint.caption_dropout)
+        c = trainer._condition(index, real)
+        if c.tokens is None:
+            cond = drop_condition(c.pooled.float(), cfg.joint.caption_dropout)
+        else:  # the dropped rows lose their words too
+            cond, mask = drop_condition(c.pooled.float(), cfg.joint.caption_dropout, token_mask=c.mask)
+            tokens = c.tokens.detach() if trainer.conditioner.trainable else c.tokens
     g_cond = cond.detach() if cond is not None and trainer.conditioner.trainable else cond
     z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
     with autocast():
-        fake, fake_mels = trainer.G(z, g_cond)
+        fake, fake_mels = trainer.G(z, g_cond, tokens, mask)
 
     trainer.D.requires_grad_(True)
     apply_gp = l.gp != "none" and trainer.step % l.gp_every == 0
@@ -154,9 +163,11 @@ def build_joint_models(cfg, conditioner, settings):
 
     m, j, r = cfg.model, cfg.joint, cfg.data.resolution
     cond_dim = conditioner.cond_dim if conditioner is not None else 0
+    token_dim = conditioner.token_dim if conditioner is not None else None  # None unless text.use_tokens
     G = JointGenerator(image_resolution=r, audio_resolution=j.n_mels, z_dim=m.z_dim, cond_dim=cond_dim,
                        base_channels=m.g_channels, audio_channels=j.audio_channels, max_channels=m.g_max_channels,
-                       trunk_resolution=j.trunk_resolution, mel=settings.to_dict())
+                       trunk_resolution=j.trunk_resolution, mel=settings.to_dict(), token_dim=token_dim,
+                       attention_resolutions=tuple(j.attention_resolutions))
     D = JointDiscriminator(image_resolution=r, audio_resolution=j.n_mels, cond_dim=cond_dim,
                            base_channels=m.d_channels, audio_channels=j.audio_channels,
                            max_channels=m.d_max_channels, spectral_norm=m.spectral_norm)
@@ -173,12 +184,11 @@ def joint_preview(trainer, G) -> None:
     prompts = [r.get("text", "") for r in trainer.grid_rows] if sampler.conditioned else []
     g = torch.Generator().manual_seed(trainer.cfg.train.seed)
     z = G.sample_noise(len(prompts) + 4, G.config.z_dim, g)
-    cond = None
-    if sampler.conditioned:
-        cond = torch.cat([sampler.condition(prompts, len(prompts)) if prompts else torch.zeros(0, G.config.cond_dim),
-                          sampler.condition(None, 4)])
+    parts = [(z[:len(prompts)], sampler.condition(prompts, 0))] if prompts else []
+    parts.append((z[len(prompts):], sampler.condition(None, 4)))  # None for an unconditional model
     with trainer.accelerator.autocast():
-        images, mels = sampler.run(z, cond)
+        outs = [sampler.run(zp, cp) for zp, cp in parts]
+    images, mels = (torch.cat([o[k] for o in outs]) for k in (0, 1))
     G.train()
     out = trainer.run_dir / "samples"
     out.mkdir(exist_ok=True)

@@ -74,6 +74,42 @@ def test_save_load_round_trip_keeps_outputs_and_mel_settings(tmp_path):
     assert list(tmp_path.glob("g/*.safetensors"))
 
 
+def test_word_tokens_reach_both_outputs_and_a_row_without_words_ignores_them(tmp_path):
+    G, _ = tiny(token_dim=6, attention_resolutions=(4, 8))
+    assert sorted(G.attn) == ["4", "8"]
+    for block in G.attn.values():  # gates start at 0 (no effect); open them to see the path
+        block.gate.data.fill_(1.0)
+    z, c = torch.randn(3, 8), torch.randn(3, COND)
+    tokens, mask = torch.randn(3, 5, 6), torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 3:] = False  # row 0 has 3 real words; its padding must not matter
+    images, mels = G(z, c, tokens, mask)
+    other = tokens.clone()
+    other[0, 3:] += 5.0
+    assert torch.equal(G(z, c, other, mask)[0][0], images[0])
+    other[1] += 1.0  # different words for row 1 change its picture AND its sound
+    im2, mel2 = G(z, c, other, mask)
+    assert not torch.allclose(im2[1], images[1]) and not torch.allclose(mel2[1], mels[1])
+    none = torch.zeros(3, 5, dtype=torch.bool)  # no caption: attention adds nothing, whatever the tokens
+    G.attn.clear()
+    plain = G(z, c, None, None)
+    G2, _ = tiny(token_dim=6, attention_resolutions=(4, 8))
+    for block in G2.attn.values():
+        block.gate.data.fill_(1.0)
+    for a, b in zip(G2(z, c, tokens, none), plain):
+        assert torch.allclose(a, b, atol=1e-6)
+    G2.save_pretrained(tmp_path / "g")
+    G3 = JointGenerator.from_pretrained(tmp_path / "g").eval()
+    assert G3.config.token_dim == 6 and torch.equal(G3(z, c, tokens, mask)[1], G2(z, c, tokens, mask)[1])
+    with pytest.raises(ValueError, match="tokens and token_mask are required"):
+        G2(z, c)
+    with pytest.raises(ValueError, match="JointGenerator tokens"):
+        G2(z, c, torch.randn(3, 5, 7), mask)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        tiny()[0](z, c, tokens, mask)
+    with pytest.raises(ValueError, match=r"attention_resolutions must be a non-empty subset of the trunk sizes \[4, 8\]"):
+        tiny(token_dim=6, attention_resolutions=(16,))
+
+
 def test_drop_condition_zeroes_whole_rows_at_the_given_rate():
     c = torch.ones(20000, 3)
     out = drop_condition(c, 0.2, torch.Generator().manual_seed(0))
@@ -81,6 +117,9 @@ def test_drop_condition_zeroes_whole_rows_at_the_given_rate():
     assert ((out == 1).all(1) | zero).all()  # a row is kept whole or dropped whole
     assert abs(zero.float().mean().item() - 0.2) < 0.01  # 3 sigma of a binomial(20000, 0.2) is 0.0085
     assert drop_condition(c, 0.0) is c
+    mask = torch.ones(20000, 4, dtype=torch.bool)
+    out, out_mask = drop_condition(c, 0.2, torch.Generator().manual_seed(0), token_mask=mask)
+    assert torch.equal((out == 0).all(1), ~out_mask.any(1)) and torch.equal(out_mask.all(1), out_mask.any(1))
 
 
 def test_discriminator_step_adds_the_pair_term_and_r1_and_generator_step_uses_all_heads():

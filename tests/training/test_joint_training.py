@@ -14,8 +14,9 @@ from gan.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# 16 px images, 16 x 16 spectrograms (hop 1000 at 16 kHz: 16 frames per second)
-JOINT = ["task=joint", "text.use_tokens=false", "joint.n_mels=16", "joint.hop_length=1000", "joint.audio_channels=4",
+# 16 px images, 16 x 16 spectrograms (hop 1000 at 16 kHz: 16 frames per second); the generator reads the
+# caption's word tokens (the pooled-only path runs in tests/training/test_resume_all_tasks.py)
+JOINT = ["task=joint", "joint.n_mels=16", "joint.hop_length=1000", "joint.audio_channels=4",
          "joint.griffin_lim_iters=4", "train.checkpoint_every=1000", "train.sample_every=0"]
 
 
@@ -32,7 +33,7 @@ class _Links(HTMLParser):
 def joint_run(tmp_path_factory, make_tiny_config):
     tmp = tmp_path_factory.mktemp("joint")
     cfg = load_config(make_tiny_config(tmp), [*JOINT, "train.max_steps=120", "train.run_name=joint", "train.batch_size=16",
-                             "loss.diffaugment=", "optim.d_lr=1e-3"])
+                             "loss.diffaugment=", "optim.d_lr=1e-3", "train.sample_every=120"])
     trainer = Trainer(cfg)
     run = trainer.train()
     return trainer, run, tmp
@@ -58,6 +59,10 @@ def test_training_teaches_the_joint_head_to_reject_mismatched_pairs(joint_run):
     with torch.no_grad():
         out = D(batch["image"], mels, cond, pairs=shifted_pairs(len(index), "cpu"))
     assert out["joint"].mean() > out["pairs"].mean()
+    G = trainer.accelerator.unwrap_model(trainer.G)
+    assert sorted(G.attn) == ["4", "8"] and all(float(a.gate.detach()) != 0 for a in G.attn.values())  # words were used
+    preview = run / "samples" / "step-0000120"
+    assert (run / "samples" / "step-0000120.png").is_file() and (preview / "index.html").is_file()
 
 
 def test_sample_writes_png_wav_pairs_and_an_html_page_linking_them(joint_run, tmp_path, capsys):
