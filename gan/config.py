@@ -61,6 +61,7 @@ class RepairConfig:
     perceptual_weight: float = 0.0  # VGG16 perceptual loss; > 0 needs vgg_weights
     vgg_weights: str = ""  # local vgg16-397923af.pth (never downloaded)
     conditioned: bool = False  # feed the clip's condition.modalities (text and/or audio) to G through FiLM
+    propagate: bool = False  # give G each hole pixel's value from the nearest frame where it is visible (a flow-free propagation prior)
 
 
 @dataclass

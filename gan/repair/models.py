@@ -99,6 +99,24 @@ def _check_clip_and_mask(where: str, frames, mask) -> torch.Tensor:
     return mask != 0
 
 
+def propagate_visible(known: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A flow-free propagation prior: each hole pixel takes its value from the nearest frame where
+    that pixel is visible (ties: the earlier frame), as gan.repair.baselines.nearest_visible does
+    before its Telea fallback. known (B, T, 3, H, W), hole (B, T, 1, H, W) bool.
+    Returns (fill (B, T, 3, H, W): the copied values at hole pixels that have a source, 0 elsewhere;
+    found (B, T, 1, H, W) bool: which hole pixels have one)."""
+    T = known.shape[1]
+    visible = ~hole
+    fill, found = torch.zeros_like(known), torch.zeros_like(hole)
+    for d in range(1, T):
+        for s in (-d, d):  # the earlier frame first, so it wins ties
+            lo, hi = max(0, -s), min(T, T - s)  # frames t in [lo, hi) have a source frame t + s
+            take = hole[:, lo:hi] & ~found[:, lo:hi] & visible[:, lo + s:hi + s]  # (B, hi-lo, 1, H, W)
+            fill[:, lo:hi] = torch.where(take, known[:, lo + s:hi + s], fill[:, lo:hi])
+            found[:, lo:hi] |= take
+    return fill, found
+
+
 class RepairGenerator(ModelMixin, ConfigMixin):
     """Fills the holes of a clip; known pixels pass through exactly. Any T >= 1, any H, W
     divisible by 4."""
@@ -109,6 +127,7 @@ class RepairGenerator(ModelMixin, ConfigMixin):
         base_channels: int = 32,  # Channels at full resolution; x2 at H/2 and x4 at H/4 (the middle).
         dilations: tuple[int, ...] = (2, 4, 8),  # Spatial dilation of each residual middle block at H/4; () = none.
         cond_dim: int | None = None,  # Length of the pooled condition (B, cond_dim) for FiLM; None = no condition path.
+        propagate: bool = False,  # Also feed propagate_visible's fill and its found-mask (4 more input channels); False = RGB + mask only.
     ):
         super().__init__()
         c = _positive_int("RepairGenerator base_channels", base_channels)
@@ -116,8 +135,10 @@ class RepairGenerator(ModelMixin, ConfigMixin):
         if cond_dim is not None:
             _positive_int("RepairGenerator cond_dim", cond_dim)
         # Encoder: 4 input channels = RGB with holes zeroed + the mask (holes must be told apart
-        # from genuinely mid-gray pixels).
-        self.enc1 = GatedConv3d(4, c, kernel_size=(3, 5, 5))  # (B, c, T, H, W)
+        # from genuinely mid-gray pixels); with propagate, + the pixels copied from the nearest frame
+        # where they are visible and where such a frame exists: what a hole hides is often in view
+        # a few frames away, too far for a small 3D receptive field to fetch on its own.
+        self.enc1 = GatedConv3d(8 if propagate else 4, c, kernel_size=(3, 5, 5))  # (B, c, T, H, W)
         self.down1 = GatedConv3d(c, 2 * c, stride=2)  # (B, 2c, T, H/2, W/2)
         self.enc2 = GatedConv3d(2 * c, 2 * c)
         self.down2 = GatedConv3d(2 * c, 4 * c, stride=2)  # (B, 4c, T, H/4, W/4)
@@ -164,7 +185,11 @@ class RepairGenerator(ModelMixin, ConfigMixin):
                 raise GanError(f"RepairGenerator: expected a float condition of shape {want}, got {got}")
 
         known = frames.masked_fill(hole, 0.0)  # also clears NaN/inf garbage, which `* (1 - mask)` would not
-        x = torch.cat([known, hole.to(frames.dtype)], dim=2).transpose(1, 2)  # (B, 4, T, H, W)
+        parts = [known, hole.to(frames.dtype)]
+        if self.config.propagate:
+            fill, found = propagate_visible(known, hole)
+            parts += [fill, found.to(frames.dtype)]
+        x = torch.cat(parts, dim=2).transpose(1, 2)  # (B, 4 or 8, T, H, W)
         e1 = self.enc1(x)  # (B, c, T, H, W)
         e2 = self.enc2(self.down1(e1))  # (B, 2c, T, H/2, W/2)
         h = self.down2(e2)  # (B, 4c, T, H/4, W/4)

@@ -68,7 +68,7 @@ def build_repair_models(cfg, cond_dim: int | None = None):
     from gan.repair.models import RepairGenerator, TemporalPatchDiscriminator
 
     m = cfg.model
-    G = RepairGenerator(base_channels=m.g_channels, cond_dim=cond_dim)
+    G = RepairGenerator(base_channels=m.g_channels, cond_dim=cond_dim, propagate=cfg.repair.propagate)
     D = TemporalPatchDiscriminator(base_channels=m.d_channels, max_channels=m.d_max_channels)
     return G, D
 

@@ -247,3 +247,42 @@ def test_vgg_perceptual_from_a_local_random_weights_file(tmp_path):
         VGGPerceptual(tmp_path / "bad.pth", layers=("relu1_2",))
     with pytest.raises(GanError, match="layers"):
         VGGPerceptual(tmp_path / "vgg.pth", layers=("conv9",))
+
+
+def test_propagation_prior_matches_the_nearest_visible_baseline():
+    from gan.repair.baselines import nearest_visible
+    from gan.repair.models import propagate_visible
+
+    gen = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (2, 6, 3, 8, 8), generator=gen, dtype=torch.uint8)
+    hole = torch.rand(2, 6, 1, 8, 8, generator=gen) < 0.5
+    hole[0, :, :, 0, 0] = True  # one pixel hidden in every frame: no source, so not found
+    known = (frames.float() / 127.5 - 1).masked_fill(hole, 0.0)
+    fill, found = propagate_visible(known, hole)
+    assert not found[0, :, :, 0, 0].any() and torch.equal(found, hole & ~hole.all(1, keepdim=True))
+    for b in range(2):  # where a source exists, the same pixel the baseline copies (ties: earlier frame)
+        want = nearest_visible(frames[b], hole[b, :, 0]).float() / 127.5 - 1  # (T, 3, H, W)
+        sel = found[b].expand(-1, 3, -1, -1)
+        assert torch.allclose(fill[b][sel], want[sel], atol=1e-6)
+        assert (fill[b][~sel] == 0).all()
+
+
+def test_a_propagating_generator_reads_the_copied_pixels_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    g = RepairGenerator(base_channels=4, dilations=(2,), propagate=True).eval()
+    assert g.enc1.feature.in_channels == 8 and RepairGenerator(base_channels=4).enc1.feature.in_channels == 4
+    frames, mask, _ = clip(t=4)
+    with torch.no_grad():  # blind the encoder to the frames and mask: only the propagated fill is left
+        for conv in (g.enc1.feature, g.enc1.gate):
+            conv.weight[:, :4] = 0
+    hole = mask.bool().expand_as(frames)
+    other = frames.clone()
+    other[~hole] = -other[~hole]  # change the known pixels: the fill copied from them changes
+    assert not torch.allclose(g(other, mask)[hole], g(frames, mask)[hole])
+    with torch.no_grad():
+        for conv in (g.enc1.feature, g.enc1.gate):
+            conv.weight[:, 4:] = 0
+    assert torch.equal(g(other, mask)[hole], g(frames, mask)[hole])  # nothing else reads them now
+    g.save_pretrained(tmp_path / "g")
+    g2 = RepairGenerator.from_pretrained(tmp_path / "g").eval()
+    assert g2.config.propagate and torch.equal(g2(frames, mask), g(frames, mask))

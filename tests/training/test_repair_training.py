@@ -168,7 +168,7 @@ def test_repair_skip_mode_trains_on_the_good_clips_and_files_the_bad_ones(clips,
     path.write_text(CONFIG.format(root=root.as_posix(), runs=(tmp_path / "runs").as_posix()))
     cond = ["repair.conditioned=true", 'condition.modalities=["text", "audio"]', "text.encoder=learned",
             "condition.encoder_width=4", "condition.encoder_dim=8", "condition.fusion_dim=8",
-            "condition.fusion_token_dim=8", "train.max_steps=2", "repair.temporal_weight=1.0"]
+            "condition.fusion_token_dim=8", "train.max_steps=2", "repair.temporal_weight=1.0", "repair.propagate=true"]
     with pytest.raises(GanError, match=r"(?s)2 of 4 rows .*metadata.jsonl:2: clip not found"):
         Trainer(load_config(path, cond))
     trainer = Trainer(load_config(path, [*cond, "data.on_bad_sample=skip"]))
@@ -177,6 +177,6 @@ def test_repair_skip_mode_trains_on_the_good_clips_and_files_the_bad_ones(clips,
     report = (run / "bad_samples.txt").read_text().splitlines()
     assert report[0].startswith("# skipped 2 of 4 rows") and len(report) == 3
     assert ":2: clip not found" in report[1] and ":3: " in report[2] and rows[2]["audio_file"] in report[2]
-    assert (run / "checkpoint-2").is_dir()
+    assert (run / "checkpoint-2").is_dir() and trainer.G.config.propagate
     stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
     assert all(s["loss/temporal"] > 0 for s in stats if "loss/g" in s)
