@@ -77,3 +77,23 @@ def test_gpu_bench_refuses_without_cuda(tmp_path):
     assert proc.returncode != 0
     assert "no CUDA device" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_time_reports_wall_and_cpu_ratios(tiny_config, tiny_shapes):
+    import json
+
+    from gan.config import load_config
+    from gan.training.trainer import Trainer
+
+    run_dir = Trainer(load_config(tiny_config, ["train.max_steps=1", "train.sample_every=0",
+                                                "train.run_name=eval_time"])).train()
+    proc = run("bench/eval_time.py", "--checkpoint", str(run_dir), "--data", str(tiny_shapes / "test"),
+               "--num", "8", "--metrics", "fid", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert out["num"] == 8 and out["threads"] == 1
+    for key in ("eval_s", "feature_pass_s", "ratio", "eval_cpu_s", "feature_pass_cpu_s", "ratio_cpu"):
+        assert out[key] > 0, key
+    # the evaluation includes a feature pass over the same 8 images, so it cannot cost less CPU than one
+    assert out["ratio_cpu"] == pytest.approx(out["eval_cpu_s"] / out["feature_pass_cpu_s"], rel=0.1)  # rounded to 0.1 s
+    assert out["ratio_cpu"] > 0.8
