@@ -111,6 +111,17 @@ def test_inversion_is_deterministic_and_leaves_the_rng_alone():
     assert not torch.equal(a, c)
 
 
+def test_large_batches_are_inverted_in_chunks_with_the_same_result(monkeypatch):
+    from gan.joint import mel as mel_module
+
+    waves, _ = _shapes_sounds(3)
+    mel = waveform_to_mel(waves, S)
+    monkeypatch.setattr(mel_module, "CHUNK", 1)  # three chunks of one: each gets the same phase draw
+    chunked = mel_to_waveform(mel, S, n_iter=4, nnls_iter=10)
+    for i in range(3):  # item i alone (a batch of one) gives exactly its chunked sound
+        assert torch.equal(chunked[i], mel_to_waveform(mel[i:i + 1], S, n_iter=4, nnls_iter=10)[0])
+
+
 def test_transforms_are_cached():
     waveform_to_mel(torch.zeros(1, 16000), S)
     first = M._transforms(S, torch.device("cpu"))
