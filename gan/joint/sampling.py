@@ -105,6 +105,7 @@ class JointSampler:
             labels += [prompt or ""] * num
         return torch.cat(images), torch.cat(mels), labels
 
+    @torch.no_grad()  # without it every batch's outputs kept their autograd graph: ~5 MB per pair
     def run(self, z: torch.Tensor, cond: Caption | None) -> tuple[torch.Tensor, torch.Tensor]:
         dev = self.device
         to = lambda t: None if t is None else t.to(dev)  # noqa: E731

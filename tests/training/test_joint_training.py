@@ -101,3 +101,8 @@ def test_eval_reports_fid_fad_consistency_and_attr_with_provenance(joint_run, ti
     assert "consistency captioned" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(run), "--data", str(tiny_shapes / "test"), "--metrics", "psnr"]) == 2
     assert "do not apply to a joint generator" in capsys.readouterr().err
+    from gan.joint.sampling import JointSampler
+
+    sampler = JointSampler.from_pretrained(run)  # evaluation batches keep no autograd graph (it held ~5 MB a pair)
+    images, mels = sampler.run(torch.randn(2, sampler.generator.config.z_dim), sampler.condition(["a red circle"] * 2, 2))
+    assert images.grad_fn is None and mels.grad_fn is None and not images.requires_grad
