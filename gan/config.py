@@ -95,7 +95,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     kind: str = "hinge"  # "hinge" | "nonsaturating"
-    mismatch_weight: float = 0.5  # weight of the matching-aware term (real image, wrong caption = fake); 0 = off
+    mismatch_weight: float = 0.5  # weight w of the matching-aware term (real image, wrong caption = fake); D's fake term gets 1 - w; in [0, 1), 0 = off
     gp: str = "r1"  # gradient penalty on real pairs: "r1" | "ma_gp" (DF-GAN's, w.r.t. image and caption) | "none"
     gp_weight: float = 0.05  # R1's gamma/2, or MA-GP's k
     gp_every: int = 8  # lazy regularisation: apply the penalty every N D steps (scaled by N)
@@ -342,6 +342,9 @@ def validate(cfg: Config) -> None:
         raise bad("train.eval_metrics", f"a list of {', '.join(allowed)}; got {cfg.train.eval_metrics}")
     if not 0.0 < cfg.loss.mode_seeking_fraction <= 1.0:
         raise bad("loss.mode_seeking_fraction", f"a number in (0, 1], got {cfg.loss.mode_seeking_fraction}")
+    if not 0.0 <= cfg.loss.mismatch_weight < 1.0:  # at 1 the fake term vanishes: D never learns fakes are fake
+        raise bad("loss.mismatch_weight", f"a number in [0, 1) (D's fake term is weighted 1 - it), got "
+                  f"{cfg.loss.mismatch_weight}")
     if cfg.loss.mode_seeking_weight < 0:
         raise bad("loss.mode_seeking_weight", f"a number >= 0, got {cfg.loss.mode_seeking_weight}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:

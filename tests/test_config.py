@@ -57,6 +57,9 @@ def test_cross_field_validation():
         load_config(None, ["loss.kind=wasserstein"])
     with pytest.raises(GanError, match="train.batch_size"):
         load_config(None, ["train.batch_size=0"])
+    for w in ("1.0", "-0.1"):  # at 1 D's fake term (weighted 1 - w) vanishes
+        with pytest.raises(GanError, match=r"loss.mismatch_weight.*\[0, 1\)"):
+            load_config(None, [f"loss.mismatch_weight={w}"])
 
 
 def test_malformed_and_missing_file(tmp_path):
