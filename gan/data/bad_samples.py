@@ -3,8 +3,9 @@
 A training row is bad when its metadata.jsonl line is (not UTF-8, not a JSON object, no usable
 "file_name" or "text", a caption over MAX_CAPTION_CHARS), when its image is missing, empty or
 cannot be decoded (video repair: its clip folder is missing, a frame is unreadable, or its frame
-count or size differs from the metadata or the other clips, gan.data.clips.ClipDataset), or, for a model conditioned on audio, when its "audio_file" is missing,
-unreadable, empty, truncated or holds NaN/inf samples.
+count or size differs from the metadata or the other clips, gan.data.clips.ClipDataset), or, for
+a model conditioned on audio, when its "audio_file" is missing, unreadable, empty, truncated or
+holds NaN/inf samples.
 
 error (the default): training does not start. The message says how many rows are bad and lists the
     first MAX_LISTED problems as `path/metadata.jsonl:LINE: what is wrong`, naming the file.

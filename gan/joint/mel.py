@@ -161,7 +161,7 @@ def _seeded(device: torch.device, seed: int):
             yield
 
 
-CHUNK = 64  # spectrograms inverted at a time: Griffin-Lim's complex STFTs of 2,000 sounds took ~20 GB
+CHUNK = 64  # spectrograms inverted at a time, so memory does not grow with how many sounds are asked for
 
 
 def mel_to_waveform(mel: torch.Tensor, s: MelSettings, n_iter: int = 32, seed: int = 0,
