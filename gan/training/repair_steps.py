@@ -162,8 +162,8 @@ def repair_micro_step(trainer, batch, D_raw, autocast, micro: int) -> dict:
     trainer.D.requires_grad_(False)
     g_loss, g_stats = repair_generator_step(
         D_raw, composite, raw, real, mask, hole_weight=r.hole_weight, valid_weight=r.valid_weight,
-        adv_weight=r.adv_weight, temporal_weight=r.temporal_weight, perceptual=trainer.perceptual, perceptual_weight=r.perceptual_weight,
-        autocast=autocast)
+        adv_weight=r.adv_weight, temporal_weight=r.temporal_weight, perceptual=trainer.perceptual,
+        perceptual_weight=r.perceptual_weight, autocast=autocast)
     acc.backward(g_loss)
     trainer.optimizer_step("g", g_loss)
     return {**stats, **g_stats}
