@@ -277,8 +277,10 @@ class ClipDataset(torch.utils.data.Dataset):
         if not path.exists():
             return f"clip not found: {path}"
         if path.is_dir():
-            count = sum(1 for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                        and p.suffix.lower() in FRAME_SUFFIXES)
+            try:
+                count = len(_frame_files(path))
+            except GanError as e:  # no frames at all
+                return str(e)
             if count != row["frames"]:
                 return f"clip {row['clip']} has {count} frames, metadata says {row['frames']}"
         return None
