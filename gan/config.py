@@ -90,6 +90,7 @@ class ModelConfig:
     d_max_channels: int = 256  # discriminator width cap
     attention_resolutions: list[int] = field(default_factory=lambda: [16])  # where G attends to words
     spectral_norm: bool = False  # spectral normalisation in D
+    cond_norm: bool = False  # layer-normalise the pooled condition in G and D (unit-norm sentence vectors are ~30x quieter than z)
 
 
 @dataclass
@@ -318,6 +319,8 @@ def validate(cfg: Config) -> None:
             raise bad("condition.modalities", "text and/or audio for conditioned repair (the clip is the image)")
         if cfg.train.eval_every:
             raise bad("train.eval_every", "0 for video-repair (evaluate with gan eval --metrics psnr,ssim,...)")
+        if cfg.model.cond_norm:
+            raise bad("model.cond_norm", "false for video-repair (its FiLM layers read the condition directly)")
     if cfg.task == "joint":
         j = cfg.joint
         if j.n_mels < 16 or j.n_mels & (j.n_mels - 1):

@@ -60,6 +60,8 @@ def test_cross_field_validation():
     for w in ("1.0", "-0.1"):  # at 1 D's fake term (weighted 1 - w) vanishes
         with pytest.raises(GanError, match=r"loss.mismatch_weight.*\[0, 1\)"):
             load_config(None, [f"loss.mismatch_weight={w}"])
+    with pytest.raises(GanError, match="model.cond_norm.*video-repair"):
+        load_config(None, ["task=video-repair", "model.cond_norm=true"])
 
 
 def test_malformed_and_missing_file(tmp_path):

@@ -27,7 +27,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from gan.models.blocks import LRELU_SLOPE, CrossAttention, DownBlock, UpBlock, check_shape, is_power_of_two
+from gan.models.blocks import (LRELU_SLOPE, CrossAttention, DownBlock, UpBlock, check_shape, is_power_of_two,
+                               normalize_condition)
 from gan.models.generator import W_DIM, ConditionalGenerator
 
 HEADS = ("image", "audio", "joint")
@@ -55,6 +56,7 @@ class JointGenerator(ModelMixin, ConfigMixin):
         mel: dict | None = None,  # gan.joint.mel.MelSettings as a dict (how to turn the mel into sound); None = defaults.
         token_dim: int | None = None,  # Width of the caption's word-token features; None = no cross-attention at all.
         attention_resolutions: tuple[int, ...] = (4, 8),  # Trunk sizes whose features attend to the word tokens (with token_dim).
+        cond_norm: bool = False,  # Layer-normalise the pooled condition first (blocks.normalize_condition); False = use it raw.
     ):
         super().__init__()
         who = "JointGenerator"
@@ -117,6 +119,8 @@ class JointGenerator(ModelMixin, ConfigMixin):
             if cond is None:
                 raise ValueError(f"JointGenerator: this model is conditioned (cond_dim={cfg.cond_dim}); cond is required")
             check_shape("JointGenerator cond", cond, (B, cfg.cond_dim))
+            if cfg.cond_norm:  # the no-caption condition is a zero row, and stays one
+                cond = normalize_condition(cond)
             z = torch.cat([z, cond.to(z.dtype)], dim=1)
         elif cond is not None and cond.numel():
             raise ValueError("JointGenerator: this model is unconditional (cond_dim=0); got a condition")
@@ -197,6 +201,7 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
         position_channels: int = 32,  # Channels of each branch's flattened 4x4 map.
         joint_dim: int = 256,  # Hidden width of the joint head's MLP over both branches' features.
         spectral_norm: bool = False,  # Spectral normalisation on every conv/linear; False = plain layers.
+        cond_norm: bool = False,  # Layer-normalise the condition before the projections (blocks.normalize_condition); False = raw.
     ):
         super().__init__()
         _check_resolution("JointDiscriminator", "image_resolution", image_resolution)
@@ -218,7 +223,8 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
         with torch.autocast(device_type=phi.device.type, enabled=False):  # tiny head: keep logits in float32
             out = self.linear[head](phi.float()).squeeze(1)
             if self.embed is not None:
-                out = out + (self.embed[head](cond.float()) * phi.float()).sum(dim=1)
+                cond = normalize_condition(cond) if self.config.cond_norm else cond.float()
+                out = out + (self.embed[head](cond) * phi.float()).sum(dim=1)
             return out
 
     def forward(

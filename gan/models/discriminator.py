@@ -19,7 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from gan.models.blocks import LRELU_SLOPE, DownBlock, check_shape, is_power_of_two
+from gan.models.blocks import LRELU_SLOPE, DownBlock, check_shape, is_power_of_two, normalize_condition
 
 
 class ProjectionDiscriminator(ModelMixin, ConfigMixin):
@@ -35,6 +35,7 @@ class ProjectionDiscriminator(ModelMixin, ConfigMixin):
         in_channels: int = 3,  # Image channels (3 = RGB).
         spectral_norm: bool = False,  # Wrap every conv/linear in spectral normalisation; False = plain layers.
         position_channels: int | None = 32,  # Channels of the flattened 4x4 map in phi; None = sum-pooling only.
+        cond_norm: bool = False,  # Layer-normalise the condition before the projection (blocks.normalize_condition); False = raw.
     ):
         super().__init__()
         if not is_power_of_two(resolution) or resolution < 16:
@@ -82,7 +83,8 @@ class ProjectionDiscriminator(ModelMixin, ConfigMixin):
         # The head is tiny; run it in float32 so bf16 autocast does not round the logits.
         with torch.autocast(device_type=features.device.type, enabled=False):
             phi = features.float()
-            return self.linear(phi).squeeze(1) + (self.embed(cond.float()) * phi).sum(dim=1)
+            cond = normalize_condition(cond) if self.config.cond_norm else cond.float()
+            return self.linear(phi).squeeze(1) + (self.embed(cond) * phi).sum(dim=1)
 
     def forward(
         self,

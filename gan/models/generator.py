@@ -16,7 +16,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from gan.models.blocks import LRELU_SLOPE, CrossAttention, UpBlock, check_shape, is_power_of_two
+from gan.models.blocks import LRELU_SLOPE, CrossAttention, UpBlock, check_shape, is_power_of_two, normalize_condition
 
 # Width of the style vector w shared by all FiLM layers. One shared mapping plus a linear head
 # per FiLM costs far fewer parameters than DF-GAN's separate two-layer MLP per affine layer.
@@ -37,6 +37,7 @@ class ConditionalGenerator(ModelMixin, ConfigMixin):
         max_channels: int = 256,  # Cap on channels at the low resolutions.
         attention_resolutions: tuple[int, ...] = (16,),  # Resolutions that get word cross-attention; () = none.
         out_channels: int = 3,  # Image channels (3 = RGB).
+        cond_norm: bool = False,  # Layer-normalise the pooled condition first (blocks.normalize_condition); False = use it raw (models saved before this option).
     ):
         super().__init__()
         if not is_power_of_two(resolution) or resolution < 16:
@@ -134,6 +135,8 @@ class ConditionalGenerator(ModelMixin, ConfigMixin):
                     f"ConditionalGenerator token_mask: expected bool (True = real token), got {token_mask.dtype}"
                 )
 
+        if cfg.cond_norm:
+            cond = normalize_condition(cond)
         w = self.mapping(torch.cat([z, cond.to(z.dtype)], dim=1))  # (B, W_DIM)
         h = self.fc(w).view(B, -1, 4, 4)  # (B, C4, 4, 4)
         if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):

@@ -144,3 +144,18 @@ def test_discriminator_step_adds_the_pair_term_and_r1_and_generator_step_uses_al
     g_loss, g_stats = joint_generator_step(D, fake_i, fake_m, c, kind="hinge", augment="", autocast=nullcontext)
     out = D(fake_i, fake_m, c)
     assert torch.allclose(g_loss, -(out["image"].mean() + out["audio"].mean() + out["joint"].mean()), atol=1e-5)
+
+
+def test_cond_norm_joint_models_ignore_the_condition_scale_and_keep_no_caption_apart():
+    torch.manual_seed(0)
+    kw = dict(image_resolution=16, audio_resolution=32, cond_dim=COND, base_channels=4, max_channels=16)
+    G = JointGenerator(z_dim=8, audio_channels=4, trunk_resolution=8, cond_norm=True, **kw).eval()
+    D = JointDiscriminator(audio_channels=4, position_channels=2, joint_dim=8, cond_norm=True, **kw).eval()
+    z, c = torch.randn(3, 8), torch.randn(3, COND)
+    images, mels = G(z, c)
+    small_i, small_m = G(z, 0.01 * c)
+    assert torch.allclose(images, small_i, atol=1e-5) and torch.allclose(mels, small_m, atol=1e-5)
+    none_i, _ = G(z, torch.zeros_like(c))  # the no-caption row (zeros) is not some caption's image
+    assert (none_i - images).abs().mean() > 1e-4
+    a, b = D(images, mels, c), D(images, mels, 0.01 * c)
+    assert all(torch.allclose(a[h], b[h], atol=1e-4) for h in ("image", "audio", "joint"))

@@ -149,3 +149,23 @@ def test_bad_resolution_raises(resolution):
 def test_default_size_is_close_to_the_generator():
     n = sum(p.numel() for p in ProjectionDiscriminator().parameters())
     assert 1_000_000 <= n <= 3_500_000, n
+
+
+def test_normalize_condition_rows_have_zero_mean_unit_variance_and_zero_stays_zero():
+    from gan.models.blocks import normalize_condition
+
+    x = torch.randn(4, 384) * 0.03 + 0.5
+    x[3] = 0
+    y = normalize_condition(x)
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    assert torch.allclose(y[:3].mean(1), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(y[:3].var(1, unbiased=False), torch.ones(3), atol=1e-3)
+    assert torch.equal(y[3], torch.zeros(384))  # "no caption" stays distinguishable from every caption
+
+
+def test_cond_norm_discriminator_scores_ignore_the_condition_scale():
+    images, cond = inputs()
+    D = tiny(cond_norm=True)
+    assert torch.allclose(D(images, 10 * cond), D(images, cond), atol=1e-4)
+    raw = tiny(cond_norm=False)
+    assert not torch.allclose(raw(images, 10 * cond), raw(images, cond), atol=1e-3)

@@ -214,3 +214,19 @@ def test_sample_noise_reproducible_and_rejects_bad_truncation():
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="truncation"):
         ConditionalGenerator.sample_noise(3, 5, None, truncation=0.0)
+
+
+def test_cond_norm_makes_the_condition_scale_free_and_survives_save_load(tmp_path):
+    z, cond, _, _ = inputs()
+    G = tiny(cond_norm=True)
+    out = G(z, cond)
+    # layer norm: only the condition's direction relative to its own mean matters, not its size
+    assert torch.allclose(G(z, 0.05 * cond), out, atol=1e-5)
+    assert torch.allclose(G(z, 0.05 * cond + 3.0), out, atol=1e-5)
+    # the raw model (same weights) sees the rescaled condition as a different one
+    raw = tiny(cond_norm=False)
+    assert not torch.allclose(raw(z, 0.05 * cond), raw(z, cond), atol=1e-4)
+    G.save_pretrained(tmp_path)
+    G2 = ConditionalGenerator.from_pretrained(tmp_path).eval()
+    assert G2.config.cond_norm is True
+    assert torch.allclose(G2(z, 0.05 * cond), out, atol=1e-5)
