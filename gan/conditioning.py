@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,7 @@ from gan.errors import GanError
 from gan.weights import load_model_folder
 
 MODALITIES = ("text", "audio", "image")
+ZERO_SHOT_ROUTES = ("direct", "projected", "caption")
 FUSION_FOLDER = "fusion"
 
 
@@ -140,7 +142,9 @@ class Conditioner(nn.Module):
                            f"space: pass --{m}-encoder runs/align_{m}/encoder (written by gan align)")
         encoder, scale, bank = self.aligned[m]
         pooled = torch.nn.functional.normalize(self._encode_one(m, encoder, given[m]).pooled.float(), dim=-1)
-        if bank is not None:  # retrieval route: the nearest training caption, encoded as text
+        if isinstance(bank, CaptionSubspace):
+            pooled = bank.project(pooled)
+        elif bank is not None:  # retrieval route: the nearest training caption, encoded as text
             texts, vectors = bank
             nearest = (pooled @ vectors.T).argmax(1).tolist()
             return self({"text": self.encoder("text").encode([texts[i] for i in nearest])})
@@ -153,12 +157,18 @@ class Conditioner(nn.Module):
         """Drive this text generator with `modality` through an encoder from `gan align`.
 
         route "direct": the aligned vector itself is the condition (Sound2Scene / wav2clip).
+        route "projected": the aligned vector, kept to where captions lie: its offset from the mean
+        training caption is projected onto the captions' principal directions (those holding 99 %
+        of their variance) and given a caption's typical length. InfoNCE only ranks, so aligned
+        vectors sit at cosine ~0.5 from every caption, off the manifold G was trained on; this
+        keeps what varies between captions and drops the rest. Still one continuous vector per
+        input, not a caption.
         route "caption": the aligned vector picks the nearest training caption (the caption bank
         `gan align` saved next to the encoder), and that caption, encoded as text, is the
         condition: audio -> caption retrieval -> text-to-image.
         """
-        if route not in ("direct", "caption"):
-            raise GanError(f"zero-shot route: expected 'direct' or 'caption', got {route!r}")
+        if route not in ZERO_SHOT_ROUTES:
+            raise GanError(f"zero-shot route: expected one of {', '.join(ZERO_SHOT_ROUTES)}, got {route!r}")
         text = self.encoder("text")
         if modality == "audio":
             from gan.encoders.audio import AudioEncoder as cls
@@ -176,7 +186,7 @@ class Conditioner(nn.Module):
                              "a green triangle", "a white disc in the bottom right corner"])
         mean = (probe.tokens * probe.mask[..., None]).sum(1) / probe.mask.sum(1, keepdim=True)
         bank = None
-        if route == "caption":
+        if route != "direct":
             from safetensors.torch import load_file
 
             try:
@@ -185,7 +195,8 @@ class Conditioner(nn.Module):
             except (OSError, KeyError, json.JSONDecodeError) as e:
                 raise GanError(f"--{modality}-encoder {folder}: no caption bank next to it ({e}); "
                                f"re-run gan align, which writes captions.json and captions.safetensors") from None
-            bank = (texts, torch.nn.functional.normalize(vectors.float(), dim=-1))
+            vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+            bank = (texts, vectors) if route == "caption" else caption_subspace(vectors)
         self.aligned[modality] = (encoder, mean.norm(dim=-1).mean().item(), bank)
 
     # -- export -----------------------------------------------------------------------------
@@ -233,6 +244,29 @@ class Conditioner(nn.Module):
         except (KeyError, TypeError) as e:
             raise GanError(f"{folder}/condition.json: malformed condition spec ({e!r}); re-export the generator") from None
         return cls(modalities, encoders, fusion, bool(spec.get("use_tokens", True))).eval()
+
+
+class CaptionSubspace(NamedTuple):
+    mean: torch.Tensor  # (D,) mean training caption vector
+    basis: torch.Tensor  # (K, D) orthonormal principal directions of the captions' offsets
+    radius: float  # typical length of a caption's offset from the mean
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit vectors -> (B, D) unit vectors on the captions' subspace."""
+        offset = (pooled - self.mean) @ self.basis.T @ self.basis  # (B, D)
+        offset = torch.nn.functional.normalize(offset, dim=-1) * self.radius
+        return torch.nn.functional.normalize(self.mean + offset, dim=-1)
+
+
+def caption_subspace(vectors: torch.Tensor, variance: float = 0.99) -> CaptionSubspace:
+    """Mean, principal directions holding `variance` of the spread, and typical offset length of
+    (N, D) unit caption vectors."""
+    mean = vectors.mean(0)
+    offsets = vectors - mean
+    _, s, vh = torch.linalg.svd(offsets, full_matrices=False)
+    share = (s**2).cumsum(0) / (s**2).sum()
+    k = int((share < variance).sum().item()) + 1
+    return CaptionSubspace(mean, vh[:k], offsets.norm(dim=-1).median().item())
 
 
 def _frozen(model):

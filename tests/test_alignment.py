@@ -40,11 +40,38 @@ def test_align_lowers_the_loss_and_drives_a_text_generator(modality, tiny_shapes
     assert main(["sample", "--checkpoint", str(run), flag, item, f"--{modality}-encoder", str(out / "encoder"),
                  "--num", "2", "--out", str(tmp_path / "zs")]) == 0
     assert len(list((tmp_path / "zs").glob("*.png"))) == 2
-    assert main(["sample", "--checkpoint", str(run), flag, item, f"--{modality}-encoder", str(out / "encoder"),
-                 "--zero-shot-route", "caption", "--num", "1", "--out", str(tmp_path / "zc")]) == 0
+    for route in ("caption", "projected"):
+        assert main(["sample", "--checkpoint", str(run), flag, item, f"--{modality}-encoder", str(out / "encoder"),
+                     "--zero-shot-route", route, "--num", "1", "--out", str(tmp_path / route)]) == 0
+        assert len(list((tmp_path / route).glob("*.png"))) == 1
     assert len(json.loads((out / "captions.json").read_text())) == len({r["text"] for r in
                                                                           _rows(tiny_shapes / "train")})
     assert main(["sample", "--checkpoint", str(run), flag, item, "--out", str(tmp_path / "no")]) == 2
+
+
+def test_caption_subspace_keeps_caption_directions_and_drops_the_rest():
+    from gan.conditioning import caption_subspace
+
+    g = torch.Generator().manual_seed(0)
+    # captions: unit vectors spread along 3 of 16 dimensions around a shared direction
+    base = torch.zeros(16)
+    base[0] = 1.0
+    offsets = torch.zeros(500, 16)
+    offsets[:, 1:4] = 0.5 * torch.randn(500, 3, generator=g)
+    captions = torch.nn.functional.normalize(base + offsets, dim=-1)
+    sub = caption_subspace(captions)
+    assert sub.basis.shape[0] <= 4  # the spread lives in dims 0-3 (dim 0 through the normalisation)
+    # a vector off the manifold (dims 5..15) comes back unit-length, with nothing left outside dims 0-3
+    v = torch.nn.functional.normalize(captions[:2] + torch.randn(2, 16, generator=g) * torch.arange(16).ge(5), dim=-1)
+    p = sub.project(v)
+    assert torch.allclose(p.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert p[:, 4:].abs().max() < 1e-4
+    # and it lies as far from the mean caption as captions do
+    cos = torch.nn.functional.cosine_similarity
+    spread = cos(captions, sub.mean[None])
+    assert spread.min() - 0.02 <= cos(p, sub.mean[None]).min() and cos(p, sub.mean[None]).max() <= spread.max() + 0.02
+    # a caption itself stays close to where it was
+    assert torch.nn.functional.cosine_similarity(sub.project(captions[:10]), captions[:10]).min() > 0.9
 
 
 def _rows(split):

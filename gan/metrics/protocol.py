@@ -53,7 +53,7 @@ class EvalProtocol:
     #                                                      image); [] = the modalities it was trained on
     audio_encoder: str = ""  # zero-shot: an encoder aligned to a text generator's space (gan align) for audio
     image_encoder: str = ""  # zero-shot: the same for images
-    zero_shot_route: str = "direct"  # "direct" (the aligned vector) | "caption" (nearest training caption)
+    zero_shot_route: str = "direct"  # "direct" (the aligned vector) | "projected" (onto the captions' subspace) | "caption" (nearest training caption)
 
 
 def load_protocol(path: str | Path | None = None, overrides: dict | None = None) -> EvalProtocol:
