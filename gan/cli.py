@@ -11,6 +11,11 @@ from pathlib import Path
 
 from gan.errors import GanError
 
+# gan.conditioning.ZERO_SHOT_ROUTES, spelled out so that parsing arguments does not import torch
+ZERO_SHOT_ROUTES = ("direct", "projected", "caption")
+ZERO_SHOT_HELP = ("with --audio/--image-encoder: the aligned vector itself, that vector kept to the training "
+                  "captions' subspace, or its nearest training caption")
+
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a GAN (the same as `accelerate launch train_gan.py`)")
@@ -126,9 +131,7 @@ def _add_sample(sub):
                    help="fusion weights for a 'weighted' generator, e.g. text=0.7,audio=0.3")
     p.add_argument("--audio-encoder", default=None, help="aligned audio encoder folder (zero-shot, gan align)")
     p.add_argument("--image-encoder", default=None, help="aligned image encoder folder (zero-shot, gan align)")
-    p.add_argument("--zero-shot-route", default="direct", choices=["direct", "projected", "caption"],
-                   help="with --audio/--image-encoder: the aligned vector itself, that vector kept to the training "
-                        "captions' subspace, or its nearest training caption")
+    p.add_argument("--zero-shot-route", default="direct", choices=ZERO_SHOT_ROUTES, help=ZERO_SHOT_HELP)
     p.add_argument("--num", type=int, default=8, help="images per condition")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=None,
@@ -273,9 +276,7 @@ def _add_eval(sub):
                      help="row fields that drive the generator: text, audio, image (default: what it was trained on)")
     how.add_argument("--audio-encoder", default=None, help="zero-shot: audio encoder aligned by gan align")
     how.add_argument("--image-encoder", default=None, help="zero-shot: image encoder aligned by gan align")
-    how.add_argument("--zero-shot-route", default=None, choices=["direct", "projected", "caption"],
-                     help="with --audio/--image-encoder: the aligned vector itself, that vector kept to the training "
-                        "captions' subspace, or its nearest training caption")
+    how.add_argument("--zero-shot-route", default=None, choices=ZERO_SHOT_ROUTES, help=ZERO_SHOT_HELP)
     how.add_argument("--allow-rank-deficient", action="store_true", default=None,
                      help="compute FID even with no more samples than feature dimensions (biased)")
     p.add_argument("--out", default=None, help="JSON result file (default: <run>/eval-<metrics>.json or ./)")

@@ -223,8 +223,7 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
         with torch.autocast(device_type=phi.device.type, enabled=False):  # tiny head: keep logits in float32
             out = self.linear[head](phi.float()).squeeze(1)
             if self.embed is not None:
-                cond = normalize_condition(cond) if self.config.cond_norm else cond.float()
-                out = out + (self.embed[head](cond) * phi.float()).sum(dim=1)
+                out = out + (self.embed[head](cond.float()) * phi.float()).sum(dim=1)
             return out
 
     def forward(
@@ -250,6 +249,9 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
             if cond is None:
                 raise ValueError(f"JointDiscriminator: conditioned (cond_dim={self.config.cond_dim}); cond is required")
             check_shape("JointDiscriminator cond", cond, (B, self.config.cond_dim))
+            if self.config.cond_norm:  # once here, not in each of the up to seven head scores
+                cond = normalize_condition(cond)
+                mismatch_cond = None if mismatch_cond is None else normalize_condition(mismatch_cond)
         phi_i = self.image(images, "images")  # (B, Fi)
         phi_a = self.audio(mels, "mels")  # (B, Fa)
         phi_j = self.joint(torch.cat([phi_i, phi_a], dim=1))  # (B, J)
