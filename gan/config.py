@@ -26,6 +26,7 @@ class DataConfig:
     eval_split: str = "test"  # split folder used for sample prompts and evaluation
     resolution: int = 32  # images are center-cropped and resized to this (power of two >= 16)
     num_workers: int = 0  # DataLoader workers; 0 = load in the main process (fine for preloaded data)
+    attribute_groups: int = 0  # batches made of runs of this many rows sharing all `attributes` (for model.mbstd_group; image tasks); 0 = random batches
     on_bad_sample: str = "error"  # bad training rows (corrupt image/WAV, bad metadata line): "error" | "skip" (drop them, list them in RUN/bad_samples.txt)
 
 
@@ -69,6 +70,7 @@ class JointConfig:
     conditioned: bool = True  # condition both outputs on condition.modalities (captions); false = unconditional
     caption_dropout: float = 0.2  # share of training rows given the zero "no caption" condition, so one model samples with and without a prompt
     pair_weight: float = 1.0  # joint head: weight of "real image + another row's real sound" scored as fake
+    near_miss_weight: float = 0.0  # joint head: weight of "real image + the real sound of a row differing in exactly one attribute" scored as fake (needs `attributes` in the metadata); 0 = off
     audio_channels: int = 16  # base width of G's audio head and D's audio branch (at the spectrogram's size)
     trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
     attention_resolutions: list[int] = field(default_factory=lambda: [4, 8])  # trunk sizes that attend to the caption's word tokens (with text.use_tokens)
@@ -90,6 +92,7 @@ class ModelConfig:
     d_max_channels: int = 256  # discriminator width cap
     attention_resolutions: list[int] = field(default_factory=lambda: [16])  # where G attends to words
     spectral_norm: bool = False  # spectral normalisation in D
+    mbstd_group: int = 0  # D's minibatch-std layer over groups of this many consecutive rows (pair with data.attribute_groups); 0 = off
     cond_norm: bool = False  # layer-normalise the pooled condition in G and D (unit-norm sentence vectors are ~30x quieter than z)
 
 
@@ -290,6 +293,13 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise bad(key, "a positive integer")
+    for key in ("data.attribute_groups", "model.mbstd_group"):
+        section, name = key.split(".")
+        n = getattr(getattr(cfg, section), name)
+        if n == 1 or n < 0 or (n and cfg.train.batch_size % n):
+            raise bad(key, f"0 (off) or a group size >= 2 dividing train.batch_size ({cfg.train.batch_size}); got {n}")
+        if n and cfg.task not in ("text-to-image", "conditional-image"):
+            raise bad(key, f"0 for task '{cfg.task}' (only the image tasks' D has the minibatch-std layer)")
     c = cfg.condition
     mods = c.modalities
     if not mods or len(set(mods)) != len(mods) or any(m not in ("text", "audio", "image") for m in mods):
@@ -327,6 +337,8 @@ def validate(cfg: Config) -> None:
             raise bad("joint.n_mels", f"a power of two >= 16 (it is also the number of frames), got {j.n_mels}")
         if not 0.0 <= j.caption_dropout < 1.0:
             raise bad("joint.caption_dropout", f"a probability in [0, 1), got {j.caption_dropout}")
+        if j.pair_weight < 0 or j.near_miss_weight < 0:
+            raise bad("joint.pair_weight / joint.near_miss_weight", f"weights >= 0, got {j.pair_weight} / {j.near_miss_weight}")
         if cfg.loss.gp == "ma_gp":
             raise bad("loss.gp", "'r1' or 'none' for the joint task (MA-GP is defined for one image and a caption)")
         if j.conditioned and any(m != "text" for m in cfg.condition.modalities):

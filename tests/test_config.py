@@ -62,6 +62,16 @@ def test_cross_field_validation():
             load_config(None, [f"loss.mismatch_weight={w}"])
     with pytest.raises(GanError, match="model.cond_norm.*video-repair"):
         load_config(None, ["task=video-repair", "model.cond_norm=true"])
+    for key in ("data.attribute_groups", "model.mbstd_group"):
+        for n in ("1", "3", "-2"):  # batch 64: 3 does not divide it, 1 is no group
+            with pytest.raises(GanError, match=rf"config key '{key}': expected 0 \(off\) or a group size >= 2 dividing "
+                                               rf"train.batch_size \(64\); got {n}"):
+                load_config(None, [f"{key}={n}"])
+        with pytest.raises(GanError, match=rf"'{key}': expected 0 for task 'joint'"):
+            load_config(None, ["task=joint", f"{key}=4"])
+    assert load_config(None, ["data.attribute_groups=4", "model.mbstd_group=4"]).model.mbstd_group == 4
+    with pytest.raises(GanError, match="joint.near_miss_weight.*weights >= 0"):
+        load_config(None, ["task=joint", "joint.near_miss_weight=-1"])
 
 
 def test_malformed_and_missing_file(tmp_path):

@@ -233,14 +233,17 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
         cond: torch.Tensor | None = None,
         mismatch_cond: torch.Tensor | None = None,
         pairs: torch.Tensor | None = None,
+        pair_mels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """images (B, 3, R, R), mels (B, 1, M, M), cond (B, cond_dim) or None when cond_dim = 0.
 
         Returns {"image", "audio", "joint"}: (B,) float32 logits of the given pairs; with
         mismatch_cond (B, cond_dim) also "<head>_mismatch", the same inputs scored against those
         conditions; with pairs (P, 2) long (image row, audio row) also "pairs": (P,) joint logits
-        of re-paired rows, scored against the image row's condition. All from ONE feature pass
-        per branch, so one forward serves one backward under DDP.
+        of re-paired rows, scored against the image row's condition. pair_mels (Q, 1, M, M) are
+        extra sounds for re-pairing only (no head scores them alone): audio row B + q is
+        pair_mels[q]. All from ONE feature pass per input, so one forward serves one backward
+        under DDP.
         """
         B = images.shape[0]
         if mels.shape[0] != B:
@@ -263,6 +266,8 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
         if pairs is not None:
             check_shape("JointDiscriminator pairs", pairs, (None, 2))
             i, a = pairs[:, 0], pairs[:, 1]
+            if pair_mels is not None:
+                phi_a = torch.cat([phi_a, self.audio(pair_mels, "pair_mels")])  # (B + Q, Fa)
             phi_p = self.joint(torch.cat([phi_i[i], phi_a[a]], dim=1))  # (P, J)
             out["pairs"] = self._score("joint", phi_p, None if cond is None else cond[i])
         return out

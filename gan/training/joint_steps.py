@@ -6,11 +6,15 @@ is gan.losses' pure functions:
 
     D: for each head h in (image, audio, joint): D_LOSSES(real_h, fake_h, caption-mismatch_h)
        + pair_weight * fake term of the joint head on re-paired real rows (image i, sound i+1)
+       + near_miss_weight * the same on near misses (image i, the real sound of a row differing
+         from row i in exactly one attribute: gan.data.attribute_index)
        + lazy R1 on the real image and spectrogram together
     G: sum over the three heads of G_LOSSES(fake_h)
 
 The re-paired rows are what pushes G to make the two agree: D's joint head learns that a real
-picture with another sample's real sound is wrong, so only matching pairs score as real.
+picture with another sample's real sound is wrong, so only matching pairs score as real. A random
+other row differs in several attributes, so the head can spot it by the easiest one alone; near
+misses make it check every attribute.
 """
 
 from __future__ import annotations
@@ -47,9 +51,10 @@ def _augment(x, policy):
 
 def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, cond, *, kind: str,
                              mismatch_weight: float, pair_weight: float, gp_weight: float, apply_gp: bool,
-                             augment: str, autocast):
+                             augment: str, autocast, near_mels=None, near_miss_weight: float = 0.0):
     """Loss for D on a batch; fakes must be detached. Images get DiffAugment; spectrograms do not
-    (a translation would move pitch and timing, which is content, not nuisance)."""
+    (a translation would move pitch and timing, which is content, not nuisance). near_mels
+    (B, 1, M, M): row i's near-miss sound, used with near_miss_weight > 0."""
     b = real_images.shape[0]
     if apply_gp:
         real_images = real_images.detach().requires_grad_(True)
@@ -61,8 +66,14 @@ def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, 
         conds = torch.cat([cond, cond])
         if mismatch_weight > 0:
             mismatch = torch.cat([cond.roll(1, dims=0), cond])
+    pairs = shifted_pairs(b, images.device)  # (B, 2)
+    near = near_miss_weight > 0 and near_mels is not None
+    if near:  # image i with near_mels[i], which is audio row 2B + i of D's forward
+        i = torch.arange(b, device=images.device)
+        pairs = torch.cat([pairs, torch.stack([i, 2 * b + i], dim=1)])  # (2B, 2)
     with autocast():
-        out = D(images, mels, conds, mismatch, shifted_pairs(b, images.device))
+        out = D(images, mels, conds, mismatch, pairs, near_mels if near else None)
+    shifted = out["pairs"][:b].float()
     total, stats = 0.0, {}
     for h in HEADS:
         logits = out[h].float()
@@ -72,13 +83,19 @@ def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, 
         total = total + loss_h
         stats[f"loss/d_{h}"] = loss_h.detach()
         stats[f"d/{h}_real"], stats[f"d/{h}_fake"] = logits[:b].detach().mean(), logits[b:].detach().mean()
-    pair_term = losses.FAKE_TERMS[kind](out["pairs"])
+    pair_term = losses.FAKE_TERMS[kind](shifted)
     total = total + pair_weight * pair_term
-    stats["loss/d_pairs"], stats["d/pairs"] = pair_term.detach(), out["pairs"].detach().float().mean()
+    stats["loss/d_pairs"], stats["d/pairs"] = pair_term.detach(), shifted.detach().mean()
     # Logged only: how well the joint head tells a real row's own sound from another row's (the
     # matched vs mismatched pair task alone, which falls as the joint head learns what belongs together).
-    stats["loss/joint_mismatch"] = losses.D_LOSSES[kind](out["joint"][:b].detach().float(),
-                                                         out["pairs"].detach().float())
+    matched = out["joint"][:b].detach().float()
+    stats["loss/joint_mismatch"] = losses.D_LOSSES[kind](matched, shifted.detach())
+    if near:
+        near_logits = out["pairs"][b:].float()
+        near_term = losses.FAKE_TERMS[kind](near_logits)
+        total = total + near_miss_weight * near_term
+        stats["loss/d_near_miss"], stats["d/near_miss"] = near_term.detach(), near_logits.detach().mean()
+        stats["loss/joint_near_miss"] = losses.D_LOSSES[kind](matched, near_logits.detach())
     stats["loss/d"] = total.detach()
     if apply_gp:
         real_sum = sum(out[h][:b].float() for h in HEADS)
@@ -107,9 +124,14 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     index = batch["index"]
     waves = to_float(trainer.audio_bank[index.cpu()]).to(acc.device)  # (B, T)
     real_mels = waveform_to_mel(waves, trainer.mel_settings)  # (B, 1, M, M)
+    near_mels = None
+    if cfg.joint.near_miss_weight > 0:
+        near = trainer.attribute_index.near_misses(index.cpu())  # (B,) rows one attribute away
+        near_mels = waveform_to_mel(to_float(trainer.audio_bank[near]).to(acc.device), trainer.mel_settings)
     if cfg.train.channels_last:
         real = real.contiguous(memory_format=torch.channels_last)
         real_mels = real_mels.contiguous(memory_format=torch.channels_last)
+        near_mels = None if near_mels is None else near_mels.contiguous(memory_format=torch.channels_last)
     cond = tokens = mask = None
     if trainer.conditioner is not None:
         c = trainer._condition(index, real)
@@ -128,7 +150,8 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     d_loss, stats = joint_discriminator_step(
         trainer.D, real, real_mels, fake.detach(), fake_mels.detach(), cond, kind=l.kind,
         mismatch_weight=l.mismatch_weight, pair_weight=cfg.joint.pair_weight, gp_weight=l.gp_weight * l.gp_every,
-        apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast)
+        apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast, near_mels=near_mels,
+        near_miss_weight=cfg.joint.near_miss_weight)
     acc.backward(d_loss)
     trainer.optimizer_step("d", d_loss)  # through the non-finite guard (gan.training.guards)
 

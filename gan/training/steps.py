@@ -28,9 +28,10 @@ class Condition:
         return Condition(self.pooled[:k], None if self.tokens is None else self.tokens[:k],
                          None if self.mask is None else self.mask[:k])
 
-    def mismatched(self) -> torch.Tensor:
-        # Shift by one: each real image is paired with its neighbour's caption.
-        return self.pooled.roll(1, dims=0)
+    def mismatched(self, shift: int = 1) -> torch.Tensor:
+        # Each real image is paired with a neighbour's caption; with attribute-grouped batches
+        # the shift is the group size, so the neighbour is from another group (other attributes).
+        return self.pooled.roll(shift, dims=0)
 
 
 def _augment(x: torch.Tensor, policy: str) -> torch.Tensor:
@@ -38,7 +39,7 @@ def _augment(x: torch.Tensor, policy: str) -> torch.Tensor:
 
 
 def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_weight: float,
-                       gp: str, gp_weight: float, apply_gp: bool, augment: str, autocast):
+                       gp: str, gp_weight: float, apply_gp: bool, augment: str, autocast, mismatch_shift: int = 1):
     """Loss for D on a batch; returns (loss, stats). `fake` must already be detached.
 
     Real and fake images go through D in ONE forward call, which also scores the real images
@@ -56,7 +57,7 @@ def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_we
     with autocast():
         if use_mismatch:
             # The fakes' mismatch scores are a by-product (the head is a dot product) and unused.
-            logits, mismatch = D(images, conds, torch.cat([cond.mismatched(), pooled]))
+            logits, mismatch = D(images, conds, torch.cat([cond.mismatched(mismatch_shift), pooled]))
             mismatch_logits = mismatch[:b].float()
         else:
             logits, mismatch_logits = D(images, conds), None
@@ -120,7 +121,8 @@ def image_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     apply_gp = l.gp != "none" and (trainer.step % l.gp_every == 0)
     d_loss, stats = discriminator_step(
         trainer.D, real, fake.detach(), cond, kind=l.kind, mismatch_weight=l.mismatch_weight, gp=l.gp,
-        gp_weight=l.gp_weight * l.gp_every, apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast)
+        gp_weight=l.gp_weight * l.gp_every, apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast,
+        mismatch_shift=max(1, cfg.data.attribute_groups))
     acc.backward(d_loss)
     log_now = acc.sync_gradients and (trainer.step + 1) % cfg.train.log_every == 0
     if log_now:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def build_models(cfg: Config, cond_dim: int, token_dim: int | None):
         attention_resolutions=tuple(m.attention_resolutions) if token_dim else (), cond_norm=m.cond_norm)
     D = ProjectionDiscriminator(
         resolution=r, cond_dim=cond_dim, base_channels=m.d_channels, max_channels=m.d_max_channels,
-        spectral_norm=m.spectral_norm, cond_norm=m.cond_norm)
+        spectral_norm=m.spectral_norm, cond_norm=m.cond_norm, mbstd_group=m.mbstd_group)
     return G, D
 
 
@@ -118,6 +119,10 @@ class Trainer:
                 self.mel_settings, self.audio_bank = joint_audio(cfg, self.dataset, acc.main_process_first,
                                                                  progress=acc.is_main_process)
                 G, D = build_joint_models(cfg, self.conditioner, self.mel_settings)
+                if cfg.joint.near_miss_weight > 0:
+                    from gan.data.attribute_index import AttributeIndex
+
+                    self.attribute_index = AttributeIndex(self.dataset.rows, "joint.near_miss_weight")
             else:
                 G, D = build_models(cfg, self.conditioner.cond_dim, self.conditioner.token_dim)
         if cfg.train.channels_last and not self.repair:
@@ -153,9 +158,15 @@ class Trainer:
                                     lambda: self.last_checkpoint)
         if self.resume_from is not None:
             self._load(self.resume_from)
+        order = None
+        if cfg.data.attribute_groups:
+            from gan.data.attribute_index import AttributeIndex
+
+            index = AttributeIndex(self.dataset.rows, "data.attribute_groups")
+            order = partial(index.grouped_order, cfg.data.attribute_groups)
         self.sampler = ResumableBatchSampler(
             len(self.dataset), cfg.train.batch_size, acc.num_processes, acc.process_index,
-            seed=cfg.train.seed, start=self.step * cfg.train.grad_accum)
+            seed=cfg.train.seed, start=self.step * cfg.train.grad_accum, order=order)
         # Its own generator: creating the iterator draws a worker seed, which must not come from
         # the global RNG that a resumed run has just restored.
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,

@@ -138,6 +138,14 @@ def test_discriminator_step_adds_the_pair_term_and_r1_and_generator_step_uses_al
     assert torch.allclose(with_pairs - without, 2.0 * losses.fake_hinge(pair_logits), atol=1e-5)
     assert torch.allclose(s1["loss/d"], s1["loss/d_image"] + s1["loss/d_audio"] + s1["loss/d_joint"]
                           + 2.0 * s1["loss/d_pairs"], atol=1e-5)
+    near_m = torch.roll(real_m, 2, dims=0) + 0.1  # stand-ins for the near-miss sounds of rows 0..3
+    with_near, s3 = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=2.0, near_mels=near_m,
+                                             near_miss_weight=3.0, **kw)
+    near_logits = D(real_i, real_m, c, pairs=torch.stack([torch.arange(4), torch.arange(4) + 4], 1),
+                    pair_mels=near_m)["pairs"]  # image i with near_m[i], audio row 4 + i
+    assert torch.allclose(with_near - with_pairs, 3.0 * losses.fake_hinge(near_logits), atol=1e-5)
+    assert torch.allclose(s3["d/near_miss"], near_logits.mean(), atol=1e-5)
+    assert torch.allclose(s3["loss/d_pairs"], s1["loss/d_pairs"], atol=1e-6)  # the shifted pairs are unchanged
     gp, s2 = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=0.0,
                                       **{**kw, "gp_weight": 1.0, "apply_gp": True})
     assert s2["loss/gp"] > 0 and torch.allclose(gp - without, s2["loss/gp"], atol=1e-4)

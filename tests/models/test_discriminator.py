@@ -169,3 +169,31 @@ def test_cond_norm_discriminator_scores_ignore_the_condition_scale():
     assert torch.allclose(D(images, 10 * cond), D(images, cond), atol=1e-4)
     raw = tiny(cond_norm=False)
     assert not torch.allclose(raw(images, 10 * cond), raw(images, cond), atol=1e-3)
+
+
+def test_minibatch_std_closed_form_and_groups_of_consecutive_rows():
+    from gan.models.discriminator import minibatch_std
+
+    h = torch.zeros(4, 2, 1, 1)
+    h[1] = 2.0  # group (0, 1): every feature is 0 or 2 -> population std 1; group (2, 3): identical -> 0
+    s = minibatch_std(h, 2)
+    assert s.shape == (4, 1, 1, 1)
+    assert torch.allclose(s.flatten(), torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-3)
+    with pytest.raises(ValueError, match="batch 6 is not a multiple of the group size 4"):
+        minibatch_std(torch.zeros(6, 2, 4, 4), 4)
+    assert minibatch_std(torch.zeros(3, 2, 4, 4), 4).shape == (3, 1, 4, 4)  # smaller batch: one group
+
+
+def test_mbstd_discriminator_scores_depend_on_the_group_only(tmp_path):
+    torch.manual_seed(0)
+    D = ProjectionDiscriminator(resolution=16, cond_dim=6, base_channels=4, max_channels=16, mbstd_group=2).eval()
+    x, c = torch.randn(4, 3, 16, 16), torch.randn(4, 6)
+    y = x.clone()
+    y[0] = torch.randn(3, 16, 16)  # change row 0: its group partner's score moves, the other group's does not
+    a, b = D(x, c), D(y, c)
+    assert (a[1] - b[1]).abs() > 1e-5 and torch.equal(a[2:], b[2:])
+    D.save_pretrained(tmp_path / "d")
+    loaded = ProjectionDiscriminator.from_pretrained(tmp_path / "d").eval()
+    assert loaded.config.mbstd_group == 2 and torch.equal(loaded(x, c), a)
+    with pytest.raises(ValueError, match="mbstd_group must be 0 \\(off\\) or >= 2, got 1"):
+        ProjectionDiscriminator(resolution=16, cond_dim=6, base_channels=4, max_channels=16, mbstd_group=1)

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from gan.errors import GanError
 from gan.training.batches import ResumableBatchSampler
@@ -28,3 +29,16 @@ def test_seed_changes_order_and_too_small_dataset_is_an_error():
     assert a != b
     with pytest.raises(GanError, match="fewer than one global batch"):
         ResumableBatchSampler(5, 4, num_processes=2)
+
+
+def test_an_order_function_replaces_the_permutation_and_resumes_exactly():
+    # Runs of 2 (i, i + 1) for even i, shuffled: the kind of order AttributeIndex.grouped_order gives.
+    def pairs(g):
+        runs = torch.arange(20).view(10, 2)
+        return runs[torch.randperm(10, generator=g)].flatten()
+
+    full = take(iter(ResumableBatchSampler(21, 4, seed=2, order=pairs)), 12)
+    assert all(b[0] % 2 == 0 and b[1] == b[0] + 1 and b[2] % 2 == 0 and b[3] == b[2] + 1 for b in full)
+    assert len(ResumableBatchSampler(21, 4, seed=2, order=pairs)) == 5  # 20 ordered rows, not 21
+    assert take(iter(ResumableBatchSampler(21, 8, seed=2, order=pairs)), 3)[2] != []  # epochs from the order's length
+    assert take(iter(ResumableBatchSampler(21, 4, seed=2, order=pairs, start=7)), 5) == full[7:]

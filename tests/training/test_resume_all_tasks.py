@@ -13,7 +13,11 @@ from gan.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TASKS = TASK_OVERRIDES
+# Plus the options that draw from their own orders or RNG: attribute-grouped batches with D's
+# minibatch-std layer, and the joint head's near-miss pairs (drawn from the global RNG).
+TASKS = {**TASK_OVERRIDES,
+         "text-to-image grouped": ["data.attribute_groups=2", "model.mbstd_group=2"],
+         "joint near-miss": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1"]}
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +32,12 @@ def clips(tmp_path_factory):
 def tracker_steps(run, tag="loss/d"):
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    steps = []
-    for f in sorted(run.glob("logs/**/events.out.tfevents.*")):  # one file per launch, in time order
-        for event in EventFileLoader(str(f)).Load():
-            steps += [event.step for v in event.summary.value if v.tag == tag]
-    return steps
+    launches = []  # one event file per launch; names hold whole seconds, so order by the events' own times
+    for f in run.glob("logs/**/events.out.tfevents.*"):
+        events = list(EventFileLoader(str(f)).Load())
+        launches.append((min(e.wall_time for e in events), [e.step for e in events for v in e.summary.value
+                                                             if v.tag == tag]))
+    return [step for _, steps in sorted(launches) for step in steps]
 
 
 @pytest.mark.parametrize("task", list(TASKS))
