@@ -361,9 +361,9 @@ def print_table(result: dict) -> None:
         cols = ("color", "shape", "size", "position", "mean", "all")
         rows = [(f"consistency {k}", v) for k, v in m.get("consistency", {}).items()]
         rows += [(f"attr {k} vs caption", v) for k, v in m.get("attr", {}).items()]
-        print(f"{'':<28}" + "".join(f"{c:>10}" for c in cols))
+        print(f"{'':<32}" + "".join(f"{c:>10}" for c in cols))
         for name, v in rows:
-            print(f"{name:<28}" + "".join(f"{v[c]:>10.3f}" for c in cols))
+            print(f"{name:<32}" + "".join(f"{v[c]:>10.3f}" for c in cols))
         return
     if "baselines" in result:  # video repair: the model against the baselines
         names = list(m)

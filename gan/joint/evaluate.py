@@ -111,11 +111,25 @@ def evaluate_joint(checkpoint: str, data: str | Path, metrics: list[str], *, num
     if "consistency" in metrics or "attr" in metrics:
         preds = {name: (predict_attributes(image_clf, im), predict_audio_attributes(audio_clf, w, sampler.mel))
                  for name, (im, w) in generated.items()}
+    # Rows tagged with a caption wording (the built-in data: "seen" / "heldout" templates and synonyms)
+    # are also scored per wording: held-out words are where the text encoder, not the pair, is the limit.
+    wordings = {w: torch.tensor([r.get("wording") == w for r in picked])
+                for w in sorted({r.get("wording") for r in picked} - {None})} if sampler.conditioned else {}
     if "consistency" in metrics:
         out["consistency"] = {name: _agreement(*p) for name, p in preds.items()}
+        for w, keep in wordings.items():
+            img, aud = preds["captioned"]
+            out["consistency"][f"captioned_{w}"] = _agreement(_rows(img, keep), _rows(aud, keep))
     if "attr" in metrics:
         labels = attribute_indices([r.get("attributes") for r in picked], f"{split}/metadata.jsonl")
         wanted = {n: labels[:, j] for j, n in enumerate(NAMES)}
         img, aud = preds["captioned"]
         out["attr"] = {"image": _agreement(img, wanted), "audio": _agreement(aud, wanted)}
+        for w, keep in wordings.items():
+            out["attr"][f"image_{w}"] = _agreement(_rows(img, keep), _rows(wanted, keep))
+            out["attr"][f"audio_{w}"] = _agreement(_rows(aud, keep), _rows(wanted, keep))
     return {"metrics": out, "details": details}
+
+
+def _rows(predictions: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {n: v[keep] for n, v in predictions.items()}

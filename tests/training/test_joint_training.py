@@ -92,8 +92,17 @@ def test_eval_reports_fid_fad_consistency_and_attr_with_provenance(joint_run, ti
     assert main(["eval", "--checkpoint", str(run), "--data", str(tiny_shapes / "test"), "--num", "32",
                  "--metrics", "consistency,attr", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    cons = result["metrics"]["consistency"]
-    assert set(cons) == {"captioned", "uncaptioned"}
+    cons, attr = result["metrics"]["consistency"], result["metrics"]["attr"]
+    assert set(cons) == {"captioned", "uncaptioned", "captioned_seen", "captioned_heldout"}
+    assert set(attr) == {"image", "audio", "image_seen", "image_heldout", "audio_seen", "audio_heldout"}
+    # The per-wording scores split the same 32 rows (the 16 test rows cycled): their weighted mean is the whole.
+    rows = [json.loads(x) for x in (tiny_shapes / "test" / "metadata.jsonl").read_text().splitlines()]
+    share = sum(rows[i % len(rows)]["wording"] == "seen" for i in range(32)) / 32
+    assert 0 < share < 1
+    for whole, part in [(cons, "captioned"), (attr, "image"), (attr, "audio")]:
+        for k in ("color", "mean", "all"):
+            mixed = share * whole[f"{part}_seen"][k] + (1 - share) * whole[f"{part}_heldout"][k]
+            assert abs(mixed - whole[part][k]) < 1e-5, (part, k)
     for v in [*cons.values(), *result["metrics"]["attr"].values()]:
         assert 0 <= v["all"] <= v["mean"] <= 1 and set(v) == {"color", "shape", "size", "position", "mean", "all"}
     prov = result["provenance"]["consistency"]
