@@ -118,8 +118,7 @@ def evaluate_joint(checkpoint: str, data: str | Path, metrics: list[str], *, num
     if "consistency" in metrics:
         out["consistency"] = {name: _agreement(*p) for name, p in preds.items()}
         for w, keep in wordings.items():
-            img, aud = preds["captioned"]
-            out["consistency"][f"captioned_{w}"] = _agreement(_rows(img, keep), _rows(aud, keep))
+            out["consistency"][f"captioned_{w}"] = _agreement(*(_rows(p, keep) for p in preds["captioned"]))
     if "attr" in metrics:
         labels = attribute_indices([r.get("attributes") for r in picked], f"{split}/metadata.jsonl")
         wanted = {n: labels[:, j] for j, n in enumerate(NAMES)}
