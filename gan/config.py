@@ -70,6 +70,7 @@ class JointConfig:
     conditioned: bool = True  # condition both outputs on condition.modalities (captions); false = unconditional
     caption_dropout: float = 0.2  # share of training rows given the zero "no caption" condition, so one model samples with and without a prompt
     pair_weight: float = 1.0  # joint head: weight of "real image + another row's real sound" scored as fake
+    blend_share: float = 0.0  # share of G's captioned rows given a blend of two rows' captions (vectors interpolated, words of both), judged by D for realism and pairing only (as if uncaptioned): picture and sound must agree even on a caption between the training ones, as held-out wordings are; 0 = off
     near_miss_weight: float = 0.0  # joint head: weight of "real image + the real sound of a row differing in exactly one attribute" scored as fake (needs `attributes` in the metadata); 0 = off
     audio_channels: int = 16  # base width of G's audio head and D's audio branch (at the spectrogram's size)
     trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
@@ -94,6 +95,7 @@ class ModelConfig:
     spectral_norm: bool = False  # spectral normalisation in D
     mbstd_group: int = 0  # D's minibatch-std layer over groups of this many consecutive rows (pair with data.attribute_groups); 0 = off
     cond_norm: bool = False  # layer-normalise the pooled condition in G and D (unit-norm sentence vectors are ~30x quieter than z)
+    upsample: str = "nearest"  # how G's blocks double the resolution: "nearest" | "bilinear" (text-to-image and joint generators)
 
 
 @dataclass
@@ -275,6 +277,8 @@ def validate(cfg: Config) -> None:
         raise bad("data.resolution", f"a power of two >= 16, got {r}")
     if cfg.loss.kind not in ("hinge", "nonsaturating"):
         raise bad("loss.kind", f"'hinge' or 'nonsaturating', got {cfg.loss.kind!r}")
+    if cfg.model.upsample not in ("nearest", "bilinear"):
+        raise bad("model.upsample", f"'nearest' or 'bilinear', got {cfg.model.upsample!r}")
     if cfg.loss.gp not in ("ma_gp", "r1", "none"):
         raise bad("loss.gp", f"'ma_gp', 'r1' or 'none', got {cfg.loss.gp!r}")
     if cfg.train.mixed_precision not in ("auto", "no", "bf16", "fp16"):
@@ -289,7 +293,7 @@ def validate(cfg: Config) -> None:
         if not getattr(cfg.train, key.split(".")[1]) >= 0:
             raise bad(key, "minutes >= 0 (0 = no limit)")
     for key in ("train.batch_size", "train.grad_accum", "train.max_steps", "loss.gp_every",
-                "train.max_nonfinite_skips"):
+                "train.max_nonfinite_skips", "train.log_every", "train.checkpoint_every"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:
             raise bad(key, "a positive integer")
@@ -331,12 +335,18 @@ def validate(cfg: Config) -> None:
             raise bad("train.eval_every", "0 for video-repair (evaluate with gan eval --metrics psnr,ssim,...)")
         if cfg.model.cond_norm:
             raise bad("model.cond_norm", "false for video-repair (its FiLM layers read the condition directly)")
+        if cfg.model.upsample != "nearest":
+            raise bad("model.upsample", "'nearest' for video-repair (its generator has its own up-sampling)")
     if cfg.task == "joint":
         j = cfg.joint
         if j.n_mels < 16 or j.n_mels & (j.n_mels - 1):
             raise bad("joint.n_mels", f"a power of two >= 16 (it is also the number of frames), got {j.n_mels}")
         if not 0.0 <= j.caption_dropout < 1.0:
             raise bad("joint.caption_dropout", f"a probability in [0, 1), got {j.caption_dropout}")
+        if not 0.0 <= j.blend_share <= 1.0:
+            raise bad("joint.blend_share", f"a share in [0, 1], got {j.blend_share}")
+        if j.blend_share > 0 and not j.conditioned:
+            raise bad("joint.blend_share", "0 for an unconditional model (joint.conditioned = false): there are no captions to blend")
         if j.pair_weight < 0 or j.near_miss_weight < 0:
             raise bad("joint.pair_weight / joint.near_miss_weight", f"weights >= 0, got {j.pair_weight} / {j.near_miss_weight}")
         if cfg.loss.gp == "ma_gp":

@@ -55,11 +55,16 @@ def test_cross_field_validation():
         load_config(None, ["data.resolution=48"])
     with pytest.raises(GanError, match="loss.kind"):
         load_config(None, ["loss.kind=wasserstein"])
-    with pytest.raises(GanError, match="train.batch_size"):
-        load_config(None, ["train.batch_size=0"])
+    for key in ("train.batch_size", "train.checkpoint_every", "train.log_every"):  # 0 would divide by zero
+        with pytest.raises(GanError, match=f"{key}.*a positive integer"):
+            load_config(None, [f"{key}=0"])
     for w in ("1.0", "-0.1"):  # at 1 D's fake term (weighted 1 - w) vanishes
         with pytest.raises(GanError, match=r"loss.mismatch_weight.*\[0, 1\)"):
             load_config(None, [f"loss.mismatch_weight={w}"])
+    with pytest.raises(GanError, match="model.upsample.*'nearest' or 'bilinear', got 'cubic'"):
+        load_config(None, ["model.upsample=cubic"])
+    with pytest.raises(GanError, match="model.upsample.*video-repair"):
+        load_config(None, ["task=video-repair", "model.upsample=bilinear"])
     with pytest.raises(GanError, match="model.cond_norm.*video-repair"):
         load_config(None, ["task=video-repair", "model.cond_norm=true"])
     for key in ("data.attribute_groups", "model.mbstd_group"):
@@ -72,6 +77,11 @@ def test_cross_field_validation():
     assert load_config(None, ["data.attribute_groups=4", "model.mbstd_group=4"]).model.mbstd_group == 4
     with pytest.raises(GanError, match="joint.near_miss_weight.*weights >= 0"):
         load_config(None, ["task=joint", "joint.near_miss_weight=-1"])
+    for share in ("-0.1", "1.5"):
+        with pytest.raises(GanError, match=r"joint.blend_share.*a share in \[0, 1\]"):
+            load_config(None, ["task=joint", f"joint.blend_share={share}"])
+    with pytest.raises(GanError, match="joint.blend_share.*unconditional"):
+        load_config(None, ["task=joint", "joint.conditioned=false", "joint.blend_share=0.5"])
 
 
 def test_malformed_and_missing_file(tmp_path):

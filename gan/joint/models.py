@@ -57,6 +57,7 @@ class JointGenerator(ModelMixin, ConfigMixin):
         token_dim: int | None = None,  # Width of the caption's word-token features; None = no cross-attention at all.
         attention_resolutions: tuple[int, ...] = (4, 8),  # Trunk sizes whose features attend to the word tokens (with token_dim).
         cond_norm: bool = False,  # Layer-normalise the pooled condition first (blocks.normalize_condition); False = use it raw.
+        upsample: str = "nearest",  # How each block doubles the resolution: "nearest" or "bilinear" (blocks.UPSAMPLE_MODES).
     ):
         super().__init__()
         who = "JointGenerator"
@@ -83,7 +84,7 @@ class JointGenerator(ModelMixin, ConfigMixin):
         # The trunk is as wide as the wider head needs at each size, so neither head starts starved.
         trunk_ch = {r: max(image_ch(r), audio_ch(r)) for r in (4 * 2**i for i in range(8)) if r <= trunk_resolution}
         self.fc = nn.Linear(W_DIM, trunk_ch[4] * 16)
-        self.trunk = nn.ModuleList(UpBlock(trunk_ch[r], trunk_ch[2 * r], W_DIM)
+        self.trunk = nn.ModuleList(UpBlock(trunk_ch[r], trunk_ch[2 * r], W_DIM, upsample)
                                    for r in sorted(trunk_ch) if 2 * r <= trunk_resolution)
         self.attn = nn.ModuleDict()
         if token_dim is not None:
@@ -91,16 +92,18 @@ class JointGenerator(ModelMixin, ConfigMixin):
                 raise ValueError(f"{who}: with token_dim ({token_dim}, >= 1) attention_resolutions must be a non-empty "
                                  f"subset of the trunk sizes {sorted(trunk_ch)}, got {list(attention_resolutions)}")
             self.attn.update({str(r): CrossAttention(trunk_ch[r], token_dim) for r in sorted(set(attention_resolutions))})
-        self.image_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, image_resolution, image_ch)
+        self.image_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, image_resolution, image_ch,
+                                          upsample)
         self.to_rgb = nn.Conv2d(c, 3, 3, padding=1)
-        self.audio_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, audio_resolution, audio_ch)
+        self.audio_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, audio_resolution, audio_ch,
+                                          upsample)
         self.to_mel = nn.Conv2d(c, 1, 3, padding=1)
 
     @staticmethod
-    def _head(c_in: int, res: int, out_res: int, channels) -> tuple[nn.ModuleList, int]:
+    def _head(c_in: int, res: int, out_res: int, channels, upsample: str) -> tuple[nn.ModuleList, int]:
         blocks = nn.ModuleList()
         while res < out_res:
-            blocks.append(UpBlock(c_in, channels(2 * res), W_DIM))
+            blocks.append(UpBlock(c_in, channels(2 * res), W_DIM, upsample))
             c_in, res = channels(2 * res), 2 * res
         return blocks, c_in
 

@@ -62,6 +62,11 @@ class FiLM(nn.Module):
         return torch.addcmul(shift[:, :, None, None], x, 1 + scale[:, :, None, None])
 
 
+# "nearest" copies each pixel into a 2x2 cell, which ties content to the coarse grid; "bilinear"
+# interpolates, so a feature can sit between the cells of the map it came from.
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
 class UpBlock(nn.Module):
     """Residual block doubling the resolution: FiLM, LReLU, conv, nearest x2, FiLM, LReLU, conv.
 
@@ -70,8 +75,11 @@ class UpBlock(nn.Module):
     smooth out the nearest-neighbour blockiness.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, upsample: str = "nearest"):
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"UpBlock: upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.upsample = upsample
         self.film1 = FiLM(w_dim, in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.film2 = FiLM(w_dim, out_channels)
@@ -82,10 +90,15 @@ class UpBlock(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         # x: (B, C_in, H, W), w: (B, w_dim) -> (B, C_out, 2H, 2W)
         h = self.conv1(F.leaky_relu(self.film1(x, w), LRELU_SLOPE))  # (B, C_out, H, W)
-        h = F.interpolate(h, scale_factor=2.0, mode="nearest")  # (B, C_out, 2H, 2W)
+        h = self._up(h)  # (B, C_out, 2H, 2W)
         h = self.conv2(F.leaky_relu(self.film2(h, w), LRELU_SLOPE))
         s = x if self.skip is None else self.skip(x)  # 1x1 at low resolution: 4x cheaper
-        return F.interpolate(s, scale_factor=2.0, mode="nearest") + h
+        return self._up(s) + h
+
+    def _up(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample == "nearest":
+            return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 class DownBlock(nn.Module):

@@ -38,6 +38,7 @@ class ConditionalGenerator(ModelMixin, ConfigMixin):
         attention_resolutions: tuple[int, ...] = (16,),  # Resolutions that get word cross-attention; () = none.
         out_channels: int = 3,  # Image channels (3 = RGB).
         cond_norm: bool = False,  # Layer-normalise the pooled condition first (blocks.normalize_condition); False = use it raw (models saved before this option).
+        upsample: str = "nearest",  # How each block doubles the resolution: "nearest" or "bilinear" (blocks.UPSAMPLE_MODES).
     ):
         super().__init__()
         if not is_power_of_two(resolution) or resolution < 16:
@@ -68,7 +69,7 @@ class ConditionalGenerator(ModelMixin, ConfigMixin):
             self.attn["4"] = CrossAttention(channels(4), token_dim)
         res = 4
         while res < resolution:
-            self.blocks.append(UpBlock(channels(res), channels(2 * res), W_DIM))
+            self.blocks.append(UpBlock(channels(res), channels(2 * res), W_DIM, upsample))
             res *= 2
             if token_dim is not None and res in att:
                 self.attn[str(res)] = CrossAttention(channels(res), token_dim)

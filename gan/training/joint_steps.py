@@ -45,16 +45,45 @@ def drop_condition(cond: torch.Tensor, p: float, generator: torch.Generator | No
     return cond if token_mask is None else (cond, token_mask & keep)
 
 
+def blend_conditions(cond: torch.Tensor, share: float, tokens: torch.Tensor | None = None,
+                     token_mask: torch.Tensor | None = None, generator: torch.Generator | None = None):
+    """G's input for the blend option: each captioned row whose neighbour (row i-1, mod B) is
+    captioned too is, with probability `share`, given a caption between the two — the pooled
+    vectors interpolated at t ~ U(0, 1), and both captions' words to attend to. Held-out wordings
+    land between the training captions like this; D scores these fakes against the no-caption
+    (zero) condition, so it asks only that picture and sound be real and agree, not which caption
+    they follow.
+
+    cond (B, D) with zero rows = uncaptioned; tokens (B, L, T) and token_mask (B, L) or None.
+    Returns (g_cond (B, D), g_tokens (B, 2L, T) or None, g_mask (B, 2L) or None, d_cond (B, D)):
+    G's condition, its words (the row's own, then its partner's for blended rows only) and the
+    condition D judges the fake against (zero on blended rows)."""
+    captioned = cond.abs().sum(dim=1) > 0  # (B,)
+    partner = cond.roll(1, dims=0)
+    u = torch.rand(cond.shape[0], 2, generator=generator, device=cond.device)  # (B, 2): pick, t
+    pick = (u[:, 0] < share) & captioned & captioned.roll(1, dims=0)  # (B,)
+    t = torch.where(pick, u[:, 1], torch.zeros_like(u[:, 1]))[:, None].to(cond.dtype)  # (B, 1)
+    g_cond = torch.lerp(cond, partner, t)
+    d_cond = cond * (~pick)[:, None].to(cond.dtype)
+    if tokens is None:
+        return g_cond, None, None, d_cond
+    g_tokens = torch.cat([tokens, tokens.roll(1, dims=0)], dim=1)  # (B, 2L, T)
+    g_mask = torch.cat([token_mask, token_mask.roll(1, dims=0) & pick[:, None]], dim=1)  # (B, 2L)
+    return g_cond, g_tokens, g_mask, d_cond
+
+
 def _augment(x, policy):
     return diff_augment(x, policy) if policy else x
 
 
 def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, cond, *, kind: str,
                              mismatch_weight: float, pair_weight: float, gp_weight: float, apply_gp: bool,
-                             augment: str, autocast, near_mels=None, near_miss_weight: float = 0.0):
+                             augment: str, autocast, near_mels=None, near_miss_weight: float = 0.0,
+                             fake_cond=None):
     """Loss for D on a batch; fakes must be detached. Images get DiffAugment; spectrograms do not
     (a translation would move pitch and timing, which is content, not nuisance). near_mels
-    (B, 1, M, M): row i's near-miss sound, used with near_miss_weight > 0."""
+    (B, 1, M, M): row i's near-miss sound, used with near_miss_weight > 0. fake_cond (B, D): the
+    condition the fakes are judged against when it is not the real rows' (blend_conditions)."""
     b = real_images.shape[0]
     if apply_gp:
         real_images = real_images.detach().requires_grad_(True)
@@ -63,7 +92,7 @@ def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, 
     mels = torch.cat([real_mels, fake_mels])  # (2B, 1, M, M)
     conds = mismatch = None
     if cond is not None:
-        conds = torch.cat([cond, cond])
+        conds = torch.cat([cond, cond if fake_cond is None else fake_cond])
         if mismatch_weight > 0:
             mismatch = torch.cat([cond.roll(1, dims=0), cond])
     pairs = shifted_pairs(b, images.device)  # (B, 2)
@@ -141,6 +170,9 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
             cond, mask = drop_condition(c.pooled.float(), cfg.joint.caption_dropout, token_mask=c.mask)
             tokens = c.tokens.detach() if trainer.conditioner.trainable else c.tokens
     g_cond = cond.detach() if cond is not None and trainer.conditioner.trainable else cond
+    d_fake_cond = None  # the fakes are judged against their own captions, unless blended
+    if cfg.joint.blend_share > 0 and cond is not None:
+        g_cond, tokens, mask, d_fake_cond = blend_conditions(g_cond, cfg.joint.blend_share, tokens, mask)
     z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
     with autocast():
         fake, fake_mels = trainer.G(z, g_cond, tokens, mask)
@@ -151,12 +183,13 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
         trainer.D, real, real_mels, fake.detach(), fake_mels.detach(), cond, kind=l.kind,
         mismatch_weight=l.mismatch_weight, pair_weight=cfg.joint.pair_weight, gp_weight=l.gp_weight * l.gp_every,
         apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast, near_mels=near_mels,
-        near_miss_weight=cfg.joint.near_miss_weight)
+        near_miss_weight=cfg.joint.near_miss_weight, fake_cond=d_fake_cond)
     acc.backward(d_loss)
     trainer.optimizer_step("d", d_loss)  # through the non-finite guard (gan.training.guards)
 
     trainer.D.requires_grad_(False)
-    g_loss, g_stats = joint_generator_step(D_raw, fake, fake_mels, g_cond, kind=l.kind, augment=l.diffaugment,
+    judged = g_cond if d_fake_cond is None else d_fake_cond
+    g_loss, g_stats = joint_generator_step(D_raw, fake, fake_mels, judged, kind=l.kind, augment=l.diffaugment,
                                            autocast=autocast)
     acc.backward(g_loss)
     trainer.optimizer_step("g", g_loss)
@@ -190,7 +223,8 @@ def build_joint_models(cfg, conditioner, settings):
     G = JointGenerator(image_resolution=r, audio_resolution=j.n_mels, z_dim=m.z_dim, cond_dim=cond_dim,
                        base_channels=m.g_channels, audio_channels=j.audio_channels, max_channels=m.g_max_channels,
                        trunk_resolution=j.trunk_resolution, mel=settings.to_dict(), token_dim=token_dim,
-                       attention_resolutions=tuple(j.attention_resolutions), cond_norm=m.cond_norm)
+                       attention_resolutions=tuple(j.attention_resolutions), cond_norm=m.cond_norm,
+                       upsample=m.upsample)
     D = JointDiscriminator(image_resolution=r, audio_resolution=j.n_mels, cond_dim=cond_dim,
                            base_channels=m.d_channels, audio_channels=j.audio_channels,
                            max_channels=m.d_max_channels, spectral_norm=m.spectral_norm, cond_norm=m.cond_norm)

@@ -50,7 +50,8 @@ def build_models(cfg: Config, cond_dim: int, token_dim: int | None):
     G = ConditionalGenerator(
         resolution=r, z_dim=m.z_dim, cond_dim=cond_dim, token_dim=token_dim,
         base_channels=m.g_channels, max_channels=m.g_max_channels,
-        attention_resolutions=tuple(m.attention_resolutions) if token_dim else (), cond_norm=m.cond_norm)
+        attention_resolutions=tuple(m.attention_resolutions) if token_dim else (), cond_norm=m.cond_norm,
+        upsample=m.upsample)
     D = ProjectionDiscriminator(
         resolution=r, cond_dim=cond_dim, base_channels=m.d_channels, max_channels=m.d_max_channels,
         spectral_norm=m.spectral_norm, cond_norm=m.cond_norm, mbstd_group=m.mbstd_group)

@@ -5,7 +5,8 @@ import torch
 
 from gan import losses
 from gan.joint.models import JointDiscriminator, JointGenerator
-from gan.training.joint_steps import drop_condition, joint_discriminator_step, joint_generator_step, shifted_pairs
+from gan.training.joint_steps import (blend_conditions, drop_condition, joint_discriminator_step, joint_generator_step,
+                                     shifted_pairs)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 COND = 12
@@ -122,6 +123,31 @@ def test_drop_condition_zeroes_whole_rows_at_the_given_rate():
     assert torch.equal((out == 0).all(1), ~out_mask.any(1)) and torch.equal(out_mask.all(1), out_mask.any(1))
 
 
+def test_blend_conditions_interpolates_captioned_neighbours_and_is_judged_uncaptioned():
+    B, L = 4000, 3
+    cond = torch.randn(B, 5)
+    cond[::10] = 0  # every tenth row uncaptioned
+    tokens, mask = torch.randn(B, L, 2), torch.rand(B, L) < 0.7
+    mask[::10] = False
+    g_cond, g_tok, g_mask, d_cond = blend_conditions(cond, 0.5, tokens, mask, torch.Generator().manual_seed(0))
+    captioned = cond.abs().sum(1) > 0
+    blended = (d_cond == 0).all(1) & captioned  # judged as uncaptioned although it had a caption
+    eligible = captioned & captioned.roll(1, 0)
+    assert not (blended & ~eligible).any()  # never blends towards (or from) a row without a caption
+    assert abs(blended[eligible].float().mean().item() - 0.5) < 0.035  # 3 sigma of binomial(~3200, 0.5)
+    assert torch.equal(g_cond[~blended], cond[~blended]) and torch.equal(d_cond[~blended], cond[~blended])
+    # each blended row lies on the segment from its caption to its neighbour's, at t in (0, 1)
+    a, b, g = cond[blended], cond.roll(1, 0)[blended], g_cond[blended]
+    t = ((g - a) * (b - a)).sum(1) / ((b - a) ** 2).sum(1)
+    assert torch.allclose(g, a + t[:, None] * (b - a), atol=1e-5) and (t > 0).all() and (t < 1).all()
+    assert abs(t.mean().item() - 0.5) < 0.03  # U(0, 1)
+    # words: the row's own, then the neighbour's only where blended
+    assert g_tok.shape == (B, 2 * L, 2) and torch.equal(g_tok[:, :L], tokens) and torch.equal(g_tok[:, L:], tokens.roll(1, 0))
+    assert torch.equal(g_mask[:, :L], mask) and torch.equal(g_mask[:, L:], mask.roll(1, 0) & blended[:, None])
+    same = blend_conditions(cond, 0.0)
+    assert torch.equal(same[0], cond) and torch.equal(same[3], cond) and same[1] is None
+
+
 def test_discriminator_step_adds_the_pair_term_and_r1_and_generator_step_uses_all_heads():
     G, D = tiny()
     D.train()
@@ -149,6 +175,13 @@ def test_discriminator_step_adds_the_pair_term_and_r1_and_generator_step_uses_al
     gp, s2 = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=0.0,
                                       **{**kw, "gp_weight": 1.0, "apply_gp": True})
     assert s2["loss/gp"] > 0 and torch.allclose(gp - without, s2["loss/gp"], atol=1e-4)
+    fc = c.clone()
+    fc[1] = 0  # a blended fake is judged against the no-caption condition; the real rows keep theirs
+    judged, _ = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=0.0, fake_cond=fc, **kw)
+    out_r, out_f = D(real_i, real_m, c, c.roll(1, 0)), D(fake_i, fake_m, fc)
+    expected = sum(losses.D_LOSSES["hinge"](out_r[h], out_f[h], out_r[f"{h}_mismatch"], 0.5)
+                   for h in ("image", "audio", "joint"))
+    assert torch.allclose(judged, expected, atol=1e-5) and not torch.allclose(judged, without, atol=1e-5)
     g_loss, g_stats = joint_generator_step(D, fake_i, fake_m, c, kind="hinge", augment="", autocast=nullcontext)
     out = D(fake_i, fake_m, c)
     assert torch.allclose(g_loss, -(out["image"].mean() + out["audio"].mean() + out["joint"].mean()), atol=1e-5)

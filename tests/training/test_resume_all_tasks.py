@@ -14,10 +14,12 @@ from gan.training.trainer import Trainer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Plus the options that draw from their own orders or RNG: attribute-grouped batches with D's
-# minibatch-std layer, and the joint head's near-miss pairs (drawn from the global RNG).
+# minibatch-std layer, and the joint head's near-miss pairs and blended captions (both drawn from the
+# global RNG; the blend with G reading the captions' words).
 TASKS = {**TASK_OVERRIDES,
          "text-to-image grouped": ["data.attribute_groups=2", "model.mbstd_group=2"],
-         "joint near-miss": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1"]}
+         "joint near-miss blend": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1", "joint.blend_share=0.5",
+                                   "text.use_tokens=true"]}
 
 
 @pytest.fixture(scope="module")
