@@ -71,6 +71,7 @@ class JointConfig:
     caption_dropout: float = 0.2  # share of training rows given the zero "no caption" condition, so one model samples with and without a prompt
     pair_weight: float = 1.0  # joint head: weight of "real image + another row's real sound" scored as fake
     blend_share: float = 0.0  # share of G's captioned rows given a blend of two rows' captions (vectors interpolated, words of both), judged by D for realism and pairing only (as if uncaptioned): picture and sound must agree even on a caption between the training ones, as held-out wordings are; 0 = off
+    free_pair_weight: float = 0.0  # joint head: weight of the re-paired real rows scored once more against NO caption, so the head's caption-free part (all that judges uncaptioned and blended fakes) learns which sound belongs to which picture; 0 = off
     near_miss_weight: float = 0.0  # joint head: weight of "real image + the real sound of a row differing in exactly one attribute" scored as fake (needs `attributes` in the metadata); 0 = off
     audio_channels: int = 16  # base width of G's audio head and D's audio branch (at the spectrogram's size)
     trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
@@ -347,8 +348,12 @@ def validate(cfg: Config) -> None:
             raise bad("joint.blend_share", f"a share in [0, 1], got {j.blend_share}")
         if j.blend_share > 0 and not j.conditioned:
             raise bad("joint.blend_share", "0 for an unconditional model (joint.conditioned = false): there are no captions to blend")
-        if j.pair_weight < 0 or j.near_miss_weight < 0:
-            raise bad("joint.pair_weight / joint.near_miss_weight", f"weights >= 0, got {j.pair_weight} / {j.near_miss_weight}")
+        if j.free_pair_weight > 0 and not j.conditioned:
+            raise bad("joint.free_pair_weight", "0 for an unconditional model (joint.conditioned = false): its pairs are "
+                      "already judged without a caption (joint.pair_weight)")
+        for key in ("pair_weight", "near_miss_weight", "free_pair_weight"):
+            if getattr(j, key) < 0:
+                raise bad(f"joint.{key}", f"a weight >= 0, got {getattr(j, key)}")
         if cfg.loss.gp == "ma_gp":
             raise bad("loss.gp", "'r1' or 'none' for the joint task (MA-GP is defined for one image and a caption)")
         if j.conditioned and any(m != "text" for m in cfg.condition.modalities):

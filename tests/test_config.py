@@ -75,13 +75,16 @@ def test_cross_field_validation():
         with pytest.raises(GanError, match=rf"'{key}': expected 0 for task 'joint'"):
             load_config(None, ["task=joint", f"{key}=4"])
     assert load_config(None, ["data.attribute_groups=4", "model.mbstd_group=4"]).model.mbstd_group == 4
-    with pytest.raises(GanError, match="joint.near_miss_weight.*weights >= 0"):
-        load_config(None, ["task=joint", "joint.near_miss_weight=-1"])
+    for key in ("pair_weight", "near_miss_weight", "free_pair_weight"):
+        with pytest.raises(GanError, match=f"joint.{key}.*a weight >= 0, got -1"):
+            load_config(None, ["task=joint", f"joint.{key}=-1"])
     for share in ("-0.1", "1.5"):
         with pytest.raises(GanError, match=r"joint.blend_share.*a share in \[0, 1\]"):
             load_config(None, ["task=joint", f"joint.blend_share={share}"])
     with pytest.raises(GanError, match="joint.blend_share.*unconditional"):
         load_config(None, ["task=joint", "joint.conditioned=false", "joint.blend_share=0.5"])
+    with pytest.raises(GanError, match="joint.free_pair_weight.*unconditional"):
+        load_config(None, ["task=joint", "joint.conditioned=false", "joint.free_pair_weight=1"])
 
 
 def test_malformed_and_missing_file(tmp_path):

@@ -237,6 +237,7 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
         mismatch_cond: torch.Tensor | None = None,
         pairs: torch.Tensor | None = None,
         pair_mels: torch.Tensor | None = None,
+        pair_cond: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """images (B, 3, R, R), mels (B, 1, M, M), cond (B, cond_dim) or None when cond_dim = 0.
 
@@ -245,8 +246,9 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
         conditions; with pairs (P, 2) long (image row, audio row) also "pairs": (P,) joint logits
         of re-paired rows, scored against the image row's condition. pair_mels (Q, 1, M, M) are
         extra sounds for re-pairing only (no head scores them alone): audio row B + q is
-        pair_mels[q]. All from ONE feature pass per input, so one forward serves one backward
-        under DDP.
+        pair_mels[q]. pair_cond (P, cond_dim): the conditions to score the re-paired rows against
+        instead of their image rows' (a zero row = no caption). All from ONE feature pass per
+        input, so one forward serves one backward under DDP.
         """
         B = images.shape[0]
         if mels.shape[0] != B:
@@ -272,5 +274,10 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
             if pair_mels is not None:
                 phi_a = torch.cat([phi_a, self.audio(pair_mels, "pair_mels")])  # (B + Q, Fa)
             phi_p = self.joint(torch.cat([phi_i[i], phi_a[a]], dim=1))  # (P, J)
-            out["pairs"] = self._score("joint", phi_p, None if cond is None else cond[i])
+            if pair_cond is not None and self.embed is not None:
+                check_shape("JointDiscriminator pair_cond", pair_cond, (pairs.shape[0], self.config.cond_dim))
+                pc = normalize_condition(pair_cond) if self.config.cond_norm else pair_cond
+            else:
+                pc = None if cond is None else cond[i]
+            out["pairs"] = self._score("joint", phi_p, pc)
         return out

@@ -8,6 +8,7 @@ is gan.losses' pure functions:
        + pair_weight * fake term of the joint head on re-paired real rows (image i, sound i+1)
        + near_miss_weight * the same on near misses (image i, the real sound of a row differing
          from row i in exactly one attribute: gan.data.attribute_index)
+       + free_pair_weight * the re-paired rows' term once more against no caption
        + lazy R1 on the real image and spectrogram together
     G: sum over the three heads of G_LOSSES(fake_h)
 
@@ -79,11 +80,15 @@ def _augment(x, policy):
 def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, cond, *, kind: str,
                              mismatch_weight: float, pair_weight: float, gp_weight: float, apply_gp: bool,
                              augment: str, autocast, near_mels=None, near_miss_weight: float = 0.0,
-                             fake_cond=None):
+                             fake_cond=None, free_pair_weight: float = 0.0):
     """Loss for D on a batch; fakes must be detached. Images get DiffAugment; spectrograms do not
     (a translation would move pitch and timing, which is content, not nuisance). near_mels
     (B, 1, M, M): row i's near-miss sound, used with near_miss_weight > 0. fake_cond (B, D): the
-    condition the fakes are judged against when it is not the real rows' (blend_conditions)."""
+    condition the fakes are judged against when it is not the real rows' (blend_conditions).
+    free_pair_weight: the re-paired rows once more, scored against no caption (zero condition), so
+    the joint head's caption-free part must itself tell which sound belongs to which picture: with
+    the caption, sound i+1 can be rejected for not matching caption i alone, and uncaptioned or
+    blended fakes are judged by that caption-free part only."""
     b = real_images.shape[0]
     if apply_gp:
         real_images = real_images.detach().requires_grad_(True)
@@ -100,8 +105,13 @@ def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, 
     if near:  # image i with near_mels[i], which is audio row 2B + i of D's forward
         i = torch.arange(b, device=images.device)
         pairs = torch.cat([pairs, torch.stack([i, 2 * b + i], dim=1)])  # (2B, 2)
+    free = free_pair_weight > 0 and cond is not None
+    pair_cond = None
+    if free:  # the shifted pairs again, last, against a zero condition
+        pair_cond = torch.cat([cond[pairs[:, 0]], torch.zeros_like(cond)])
+        pairs = torch.cat([pairs, pairs[:b]])
     with autocast():
-        out = D(images, mels, conds, mismatch, pairs, near_mels if near else None)
+        out = D(images, mels, conds, mismatch, pairs, near_mels if near else None, pair_cond)
     shifted = out["pairs"][:b].float()
     total, stats = 0.0, {}
     for h in HEADS:
@@ -120,11 +130,16 @@ def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, 
     matched = out["joint"][:b].detach().float()
     stats["loss/joint_mismatch"] = losses.D_LOSSES[kind](matched, shifted.detach())
     if near:
-        near_logits = out["pairs"][b:].float()
+        near_logits = out["pairs"][b:2 * b].float()
         near_term = losses.FAKE_TERMS[kind](near_logits)
         total = total + near_miss_weight * near_term
         stats["loss/d_near_miss"], stats["d/near_miss"] = near_term.detach(), near_logits.detach().mean()
         stats["loss/joint_near_miss"] = losses.D_LOSSES[kind](matched, near_logits.detach())
+    if free:
+        free_logits = out["pairs"][-b:].float()
+        free_term = losses.FAKE_TERMS[kind](free_logits)
+        total = total + free_pair_weight * free_term
+        stats["loss/d_free_pairs"], stats["d/free_pairs"] = free_term.detach(), free_logits.detach().mean()
     stats["loss/d"] = total.detach()
     if apply_gp:
         real_sum = sum(out[h][:b].float() for h in HEADS)
@@ -183,7 +198,8 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
         trainer.D, real, real_mels, fake.detach(), fake_mels.detach(), cond, kind=l.kind,
         mismatch_weight=l.mismatch_weight, pair_weight=cfg.joint.pair_weight, gp_weight=l.gp_weight * l.gp_every,
         apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast, near_mels=near_mels,
-        near_miss_weight=cfg.joint.near_miss_weight, fake_cond=d_fake_cond)
+        near_miss_weight=cfg.joint.near_miss_weight, fake_cond=d_fake_cond,
+        free_pair_weight=cfg.joint.free_pair_weight)
     acc.backward(d_loss)
     trainer.optimizer_step("d", d_loss)  # through the non-finite guard (gan.training.guards)
 

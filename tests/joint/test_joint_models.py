@@ -172,6 +172,15 @@ def test_discriminator_step_adds_the_pair_term_and_r1_and_generator_step_uses_al
     assert torch.allclose(with_near - with_pairs, 3.0 * losses.fake_hinge(near_logits), atol=1e-5)
     assert torch.allclose(s3["d/near_miss"], near_logits.mean(), atol=1e-5)
     assert torch.allclose(s3["loss/d_pairs"], s1["loss/d_pairs"], atol=1e-6)  # the shifted pairs are unchanged
+    with_free, s4 = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=2.0, near_mels=near_m,
+                                             near_miss_weight=3.0, free_pair_weight=1.5, **kw)
+    shifted = shifted_pairs(4, "cpu")
+    free_logits = D(real_i, real_m, c, pairs=shifted, pair_cond=torch.zeros(4, COND))["pairs"]
+    # no caption: the projection term vanishes and only the joint head's linear part scores the pair
+    phi = D.joint(torch.cat([D.image(real_i, "i"), D.audio(real_m, "a").roll(-1, 0)], 1))
+    assert torch.allclose(free_logits, D.linear["joint"](phi).squeeze(1), atol=1e-5)
+    assert torch.allclose(with_free - with_near, 1.5 * losses.fake_hinge(free_logits), atol=1e-5)
+    assert torch.allclose(s4["d/near_miss"], s3["d/near_miss"], atol=1e-6)
     gp, s2 = joint_discriminator_step(D, real_i, real_m, fake_i, fake_m, c, pair_weight=0.0,
                                       **{**kw, "gp_weight": 1.0, "apply_gp": True})
     assert s2["loss/gp"] > 0 and torch.allclose(gp - without, s2["loss/gp"], atol=1e-4)
