@@ -18,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # global RNG; the blend with G reading the captions' words).
 TASKS = {**TASK_OVERRIDES,
          "text-to-image grouped": ["data.attribute_groups=2", "model.mbstd_group=2"],
-         "joint near-miss blend": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1", "joint.blend_share=0.5", "joint.free_pair_weight=1",
-                                   "text.use_tokens=true"]}
+         "joint near-miss blend": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1", "joint.blend_share=0.5",
+                                   "joint.free_pair_weight=1", "text.use_tokens=true"]}
 
 
 @pytest.fixture(scope="module")
