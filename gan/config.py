@@ -75,6 +75,7 @@ class JointConfig:
     near_miss_weight: float = 0.0  # joint head: weight of "real image + the real sound of a row differing in exactly one attribute" scored as fake (needs `attributes` in the metadata); 0 = off
     audio_channels: int = 16  # base width of G's audio head and D's audio branch (at the spectrogram's size)
     trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
+    head_style: str = "w"  # what modulates G's two heads: "w" (the mapping's style, caption included) | "trunk" (a style read from the trunk's last map alone: the trunk decides for both)
     attention_resolutions: list[int] = field(default_factory=lambda: [4, 8])  # trunk sizes that attend to the caption's word tokens (with text.use_tokens)
     sample_rate: int = 16000  # Hz; the dataset's sounds are resampled to it
     seconds: float = 1.0  # length of each sound
@@ -344,6 +345,8 @@ def validate(cfg: Config) -> None:
             raise bad("joint.n_mels", f"a power of two >= 16 (it is also the number of frames), got {j.n_mels}")
         if not 0.0 <= j.caption_dropout < 1.0:
             raise bad("joint.caption_dropout", f"a probability in [0, 1), got {j.caption_dropout}")
+        if j.head_style not in ("w", "trunk"):
+            raise bad("joint.head_style", f"'w' or 'trunk', got {j.head_style!r}")
         if not 0.0 <= j.blend_share <= 1.0:
             raise bad("joint.blend_share", f"a share in [0, 1], got {j.blend_share}")
         if j.blend_share > 0 and not j.conditioned:

@@ -8,7 +8,9 @@ Generator (one noise draw, optional caption condition):
         -> audio UpBlocks -> conv -> tanh -> (B, 1, M, M)   normalised log-mel (gan.joint.mel)
 
 Both heads grow out of one trunk, so whatever the trunk decides (which shape, where, what colour)
-reaches both; that shared decision is what makes the picture and the sound agree. The word
+reaches both; that shared decision is what makes the picture and the sound agree. By default the
+heads' FiLM layers also read w (the caption included); with head_style = "trunk" they read a style
+taken from the trunk's last map instead, so a head cannot settle an ambiguous caption its own way. The word
 tokens matter for position: MiniLM's sentence vectors of "top left" and "top right" captions are
 nearly identical (cosine 0.99), the words themselves are not.
 
@@ -58,9 +60,12 @@ class JointGenerator(ModelMixin, ConfigMixin):
         attention_resolutions: tuple[int, ...] = (4, 8),  # Trunk sizes whose features attend to the word tokens (with token_dim).
         cond_norm: bool = False,  # Layer-normalise the pooled condition first (blocks.normalize_condition); False = use it raw.
         upsample: str = "nearest",  # How each block doubles the resolution: "nearest" or "bilinear" (blocks.UPSAMPLE_MODES).
+        head_style: str = "w",  # What modulates the heads' FiLM layers: "w" (the mapping's style, caption included) or "trunk" (a style read from the trunk's last map alone, so the trunk decides for both heads).
     ):
         super().__init__()
         who = "JointGenerator"
+        if head_style not in ("w", "trunk"):
+            raise ValueError(f"{who}: head_style must be 'w' or 'trunk', got {head_style!r}")
         _check_resolution(who, "image_resolution", image_resolution)
         _check_resolution(who, "audio_resolution", audio_resolution)
         if not is_power_of_two(trunk_resolution) or not 4 <= trunk_resolution <= min(image_resolution, audio_resolution):
@@ -92,6 +97,13 @@ class JointGenerator(ModelMixin, ConfigMixin):
                 raise ValueError(f"{who}: with token_dim ({token_dim}, >= 1) attention_resolutions must be a non-empty "
                                  f"subset of the trunk sizes {sorted(trunk_ch)}, got {list(attention_resolutions)}")
             self.attn.update({str(r): CrossAttention(trunk_ch[r], token_dim) for r in sorted(set(attention_resolutions))})
+        # "trunk": the heads see the caption only through the shared map, never directly, so an
+        # ambiguous caption is resolved once, in the trunk, instead of once per head.
+        self.trunk_style = (nn.Sequential(nn.Linear(trunk_ch[trunk_resolution], W_DIM), nn.LeakyReLU(LRELU_SLOPE))
+                           if head_style == "trunk" else None)
+        if self.trunk_style is not None:  # unit-scale style, as the mapping's
+            nn.init.kaiming_normal_(self.trunk_style[0].weight, a=LRELU_SLOPE)
+            nn.init.zeros_(self.trunk_style[0].bias)
         self.image_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, image_resolution, image_ch,
                                           upsample)
         self.to_rgb = nn.Conv2d(c, 3, 3, padding=1)
@@ -149,6 +161,8 @@ class JointGenerator(ModelMixin, ConfigMixin):
             res *= 2
             if str(res) in self.attn:
                 h = self.attn[str(res)](h, tokens, token_mask)
+        if self.trunk_style is not None:
+            w = self.trunk_style(h.float().mean(dim=(2, 3)))  # (B, W_DIM) from the trunk's map alone
         x = h
         for block in self.image_blocks:
             x = block(x, w)

@@ -209,3 +209,29 @@ def test_cond_norm_joint_models_ignore_the_condition_scale_and_keep_no_caption_a
     assert (none_i - images).abs().mean() > 1e-4
     a, b = D(images, mels, c), D(images, mels, 0.01 * c)
     assert all(torch.allclose(a[h], b[h], atol=1e-4) for h in ("image", "audio", "joint"))
+
+
+@pytest.mark.parametrize("head_style", ["w", "trunk"])
+def test_head_style_decides_what_modulates_both_heads(head_style, tmp_path):
+    G, _ = tiny(head_style=head_style)
+    seen = {}
+
+    def grab(name):
+        return lambda module, args: seen.__setitem__(name, args)
+
+    G.image_blocks[0].register_forward_pre_hook(grab("image"))
+    G.audio_blocks[0].register_forward_pre_hook(grab("audio"))
+    z, c = torch.randn(3, 8), torch.randn(3, COND)
+    images, mels = G(z, c)
+    (h, w_image), (h_audio, w_audio) = seen["image"], seen["audio"]
+    assert torch.equal(h, h_audio) and torch.equal(w_image, w_audio)  # one trunk map, one style for both heads
+    if head_style == "w":
+        assert torch.allclose(w_image, G.mapping(torch.cat([z, c], 1)), atol=1e-6)
+    else:  # read from the trunk's map alone: the caption reaches the heads only through it
+        assert torch.allclose(w_image, G.trunk_style(h.mean(dim=(2, 3))), atol=1e-6)
+    G.save_pretrained(tmp_path)
+    G2 = JointGenerator.from_pretrained(tmp_path).eval()
+    assert G2.config.head_style == head_style
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(G2(z, c), (images, mels)))
+    with pytest.raises(ValueError, match="head_style must be 'w' or 'trunk', got 'x'"):
+        tiny(head_style="x")
