@@ -140,6 +140,10 @@ def _add_sample(sub):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--griffin-lim-iters", type=int, default=32,
                    help="joint generators: Griffin-Lim iterations turning spectrograms into sound")
+    p.add_argument("--unprompted", default="captions", choices=("captions", "none"),
+                   help="joint generators trained with captions, when no --prompt is given: 'captions' draws a "
+                        "training caption per pair (saved with the export; how class-conditional GANs are sampled "
+                        "without a class), 'none' uses the no-caption condition learned by caption dropout")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.set_defaults(func=cmd_sample)
 
@@ -213,8 +217,10 @@ def _sample_joint(args, prompts: list[str]) -> None:
     if args.audio or args.image:
         raise GanError("a joint generator makes its own sound and picture; condition it with --prompt only")
     sampler = JointSampler.from_pretrained(args.checkpoint, device=_device(args.device))
+    if not prompts and sampler.conditioned and args.unprompted == "captions" and not sampler.captions:
+        print("note: this export has no captions.json (older than the caption bank); sampling its no-caption condition")
     images, mels, labels = sampler.generate(prompts or None, args.num, seed=args.seed, truncation=args.truncation,
-                                            batch_size=args.batch_size)
+                                            batch_size=args.batch_size, unprompted=args.unprompted)
     waves = sampler.waveforms(mels, args.griffin_lim_iters)
     write_pairs(images, mels, waves, sampler.mel.sample_rate, labels, Path(args.out))
     print(f"wrote {len(images)} image + sound pairs and index.html to {args.out}")

@@ -8,7 +8,9 @@
 - consistency: the attributes read from each generated image (image classifier) against those
   read from its own sound (audio classifier): agreement per attribute, their mean, and "all"
   (every attribute agrees). Measured on captioned pairs and, for a captioned model, also on pairs
-  made without a caption (its zero condition), where nothing but the model ties the two together;
+  made without a caption (its zero condition), where nothing but the model ties the two together,
+  and on pairs made for training captions drawn from the export's captions.json ("drawn_captions":
+  what `gan sample` writes when no prompt is given);
 - attr (captioned models): each modality's attributes against the caption's.
 
 Pair i uses noise i of one seeded draw and, for captioned models, the caption of split row i
@@ -88,6 +90,8 @@ def evaluate_joint(checkpoint: str, data: str | Path, metrics: list[str], *, num
     runs = {"captioned": [r["text"] for r in picked]} if sampler.conditioned else {}
     if not sampler.conditioned or "consistency" in metrics:
         runs["uncaptioned"] = None
+    if sampler.conditioned and sampler.captions and "consistency" in metrics:
+        runs["drawn_captions"] = sampler.draw_captions(num, seed)  # what `gan sample` makes without a prompt
     out, details = {}, {"num_generated": num, "griffin_lim_iters": griffin_lim_iters, "seed": seed,
                         "image_classifier_test_accuracy": image_acc, "audio_classifier_test_accuracy": audio_acc,
                         "mel": sampler.mel.to_dict(), "conditioned": sampler.conditioned}

@@ -3,12 +3,19 @@
 `gan sample` on a joint run writes NNNN.png + NNNN.wav (+ NNNN.mel.png, the spectrogram G drew)
 and index.html, a static page showing each picture with an audio player beside it. Needs only
 the export folder: the mel settings that turn spectrograms into sound live in the generator's
-config.json, the caption encoder's recipe in condition.json.
+config.json, the caption encoder's recipe in condition.json, and a captioned model's training
+captions in captions.json.
+
+Without a prompt a captioned model is sampled as class-conditional GANs are sampled "unconditionally":
+each pair gets a training caption drawn at random (its marginal over the captions it learned). The
+"no caption" condition that caption dropout trains is the other choice (`unprompted="none"`); on the
+built-in data it is a weak, collapsed mode next to the captioned one (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +28,35 @@ from gan.joint.mel import MelSettings, mel_to_waveform
 from gan.joint.models import JointGenerator
 from gan.sampling import check_prompts, resolve_export, to_pil, to_uint8
 from gan.weights import load_model_folder
+
+CAPTIONS_FILE = "captions.json"
+CAPTION_BANK_LIMIT = 10_000  # more training rows than this: a seeded uniform draw of them keeps the marginal
+UNPROMPTED = ("captions", "none")
+
+
+def write_caption_bank(folder: str | Path, texts: list[str], seed: int = 0, limit: int = CAPTION_BANK_LIMIT) -> Path:
+    """The training captions (one per row, repeats kept so the draw follows the data) into captions.json."""
+    if len(texts) > limit:
+        keep = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        texts = [texts[i] for i in keep.tolist()]
+    path = Path(folder) / CAPTIONS_FILE
+    path.write_text(json.dumps({"what": "training captions; gan sample draws from them when no --prompt is given",
+                                "captions": list(texts)}), encoding="utf-8")
+    return path
+
+
+def read_caption_bank(folder: str | Path) -> list[str] | None:
+    """captions.json's captions; None when the export has none (unconditional, or exported before it existed)."""
+    path = Path(folder) / CAPTIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        captions = json.loads(path.read_text(encoding="utf-8"))["captions"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise GanError(f"{path}: unreadable caption bank ({e!r}); expected {{\"captions\": [\"...\", ...]}}") from None
+    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
+        raise GanError(f"{path}: \"captions\" must be a non-empty list of non-empty strings")
+    return captions
 
 
 class Caption(NamedTuple):
@@ -39,9 +75,11 @@ class Caption(NamedTuple):
 class JointSampler:
     """Noise (+ optional captions) -> images (N, 3, R, R) and spectrograms (N, 1, M, M) -> waveforms."""
 
-    def __init__(self, generator: JointGenerator, conditioner=None, device: str | torch.device = "cpu"):
+    def __init__(self, generator: JointGenerator, conditioner=None, device: str | torch.device = "cpu",
+                 captions: list[str] | None = None):
         self.generator = generator.eval().to(device)
         self.conditioner = conditioner
+        self.captions = captions  # training captions drawn from when no prompt is given; None = none exported
         self.device = torch.device(device)
         self.mel = MelSettings.from_dict(generator.config.mel) if generator.config.mel else MelSettings()
 
@@ -58,7 +96,17 @@ class JointSampler:
             generator = load_model_folder(JointGenerator, folder, "joint generator")
         except (OSError, ValueError, RuntimeError) as e:
             raise GanError(f"{folder}: cannot load the joint generator weights: {e}") from None
-        return cls(generator, conditioner, device)
+        return cls(generator, conditioner, device, read_caption_bank(folder) if conditioner is not None else None)
+
+    def draw_captions(self, num: int, seed: int) -> list[str]:
+        """num training captions drawn uniformly with replacement; the draw depends only on seed."""
+        if not self.conditioned:
+            raise GanError("this joint generator was trained without captions; it has none to draw")
+        if not self.captions:
+            raise GanError(f"this export has no {CAPTIONS_FILE} (exported before it existed); give --prompt "
+                           "or use --unprompted none")
+        g = torch.Generator().manual_seed(seed + 1)  # its own stream: the noise of pair j is the same either way
+        return [self.captions[i] for i in torch.randint(len(self.captions), (num,), generator=g).tolist()]
 
     @property
     def conditioned(self) -> bool:
@@ -86,13 +134,26 @@ class JointSampler:
 
     @torch.no_grad()
     def generate(self, prompts: list[str] | None, num: int, seed: int = 0, truncation: float | None = None,
-                 batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+                 batch_size: int = 64, unprompted: str = "captions") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """`num` pairs per prompt (or `num` pairs without a prompt): images, mels, and a label per pair.
-        Pair j of every prompt uses the same noise, and the result depends only on `seed`."""
+        Pair j of every prompt uses the same noise, and the result depends only on `seed`. Without a
+        prompt a captioned model conditions pair j on a drawn training caption (unprompted="captions",
+        falling back to the no-caption condition for exports without captions.json) or on the
+        no-caption condition ("none")."""
         if num < 1:
             raise GanError(f"--num must be at least 1, got {num}")
+        if unprompted not in UNPROMPTED:
+            raise GanError(f"--unprompted must be one of {', '.join(UNPROMPTED)}, got {unprompted!r}")
         g = torch.Generator().manual_seed(seed)
         z = JointGenerator.sample_noise(num, self.generator.config.z_dim, g, truncation)  # (num, Z)
+        if not prompts and self.conditioned and unprompted == "captions" and self.captions:
+            drawn = self.draw_captions(num, seed)
+            images, mels = [], []
+            for lo in range(0, num, batch_size):
+                im, mel = self.run(z[lo:lo + batch_size], self.condition(drawn[lo:lo + batch_size], 0))
+                images.append(im)
+                mels.append(mel)
+            return torch.cat(images), torch.cat(mels), drawn
         groups = list(prompts) if prompts else [None]
         cond = self.condition(prompts, 1)  # (P, D) or (1, D) zeros or None
         images, mels, labels = [], [], []

@@ -236,6 +236,10 @@ class Trainer:
         spec = self.conditioner.export(tmp) if self.conditioner is not None else {"modalities": []}
         if self.repair:
             spec.update(frames=self.cfg.repair.frames, resolution=self.cfg.data.resolution)
+        if self.joint and self.conditioner is not None:  # what `gan sample` draws from without a prompt
+            from gan.joint.sampling import write_caption_bank
+
+            write_caption_bank(tmp, self.dataset.texts, seed=self.cfg.train.seed)
         (tmp / CONDITION_FILE).write_text(json.dumps(
             {"task": self.cfg.task, **spec, "step": self.step, "ema": self.ema is not None}, indent=2))
         ckpt.replace_dir(tmp, final)

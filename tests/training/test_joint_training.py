@@ -1,6 +1,7 @@
 """The joint task end to end on the tiny shapes data: train, export, sample pairs + HTML, evaluate."""
 
 import json
+import shutil
 from html.parser import HTMLParser
 
 import pytest
@@ -93,7 +94,7 @@ def test_eval_reports_fid_fad_consistency_and_attr_with_provenance(joint_run, ti
                  "--metrics", "consistency,attr", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     cons, attr = result["metrics"]["consistency"], result["metrics"]["attr"]
-    assert set(cons) == {"captioned", "uncaptioned", "captioned_seen", "captioned_heldout"}
+    assert set(cons) == {"captioned", "uncaptioned", "drawn_captions", "captioned_seen", "captioned_heldout"}
     assert set(attr) == {"image", "audio", "image_seen", "image_heldout", "audio_seen", "audio_heldout"}
     # The per-wording scores split the same 32 rows (the 16 test rows cycled): their weighted mean is the whole.
     rows = [json.loads(x) for x in (tiny_shapes / "test" / "metadata.jsonl").read_text().splitlines()]
@@ -115,3 +116,58 @@ def test_eval_reports_fid_fad_consistency_and_attr_with_provenance(joint_run, ti
     sampler = JointSampler.from_pretrained(run)  # evaluation batches keep no autograd graph (it held ~5 MB a pair)
     images, mels = sampler.run(torch.randn(2, sampler.generator.config.z_dim), sampler.condition(["a red circle"] * 2, 2))
     assert images.grad_fn is None and mels.grad_fn is None and not images.requires_grad
+
+
+def test_unprompted_sampling_draws_training_captions_from_the_export(joint_run, tmp_path, capsys):
+    from gan.errors import GanError
+    from gan.joint.sampling import JointSampler
+
+    trainer, run, _ = joint_run
+    sampler = JointSampler.from_pretrained(run)
+    assert sampler.captions == trainer.dataset.texts  # every training row's caption (tiny data: fewer than the cap)
+    images, mels, labels = sampler.generate(None, 5, seed=3)
+    assert labels == sampler.draw_captions(5, seed=3) and set(labels) <= set(trainer.dataset.texts)
+    # pair j is what --prompt <its caption> gives for pair j of the same seed: same noise, same caption
+    # (up to float rounding: encoded alone, the caption's tokens are padded to another length)
+    for j in (0, 4):
+        im, mel, _ = sampler.generate([labels[j]], 5, seed=3)
+        assert torch.allclose(im[j], images[j], atol=1e-5) and torch.allclose(mel[j], mels[j], atol=1e-5)
+    none_images, _, none_labels = sampler.generate(None, 5, seed=3, unprompted="none")
+    assert none_labels == [""] * 5 and not torch.equal(none_images, images)
+    with pytest.raises(GanError, match="--unprompted must be one of captions, none"):
+        sampler.generate(None, 2, unprompted="zero")
+    out = tmp_path / "drawn"
+    assert main(["sample", "--checkpoint", str(run), "--num", "5", "--seed", "3", "--out", str(out),
+                 "--griffin-lim-iters", "4"]) == 0
+    page = (out / "index.html").read_text()
+    assert all(label.replace("'", "&#x27;") in page for label in labels)
+    # an export from before the caption bank: the no-caption condition, said so; asking for captions is an error
+    old = tmp_path / "old_export"
+    shutil.copytree(run / "generator", old)
+    (old / "captions.json").unlink()
+    assert main(["sample", "--checkpoint", str(old), "--num", "2", "--out", str(tmp_path / "o"),
+                 "--griffin-lim-iters", "4"]) == 0
+    assert "no captions.json" in capsys.readouterr().out
+    with pytest.raises(GanError, match="has no captions.json"):
+        JointSampler.from_pretrained(old).draw_captions(2, 0)
+
+
+def test_caption_bank_round_trip_cap_and_errors(tmp_path):
+    from gan.errors import GanError
+    from gan.joint.sampling import read_caption_bank, write_caption_bank
+
+    texts = [f"caption {i % 7}" for i in range(50)]
+    write_caption_bank(tmp_path, texts, seed=1, limit=20)
+    kept = read_caption_bank(tmp_path)
+    assert len(kept) == 20 and set(kept) <= set(texts)
+    write_caption_bank(tmp_path, texts, seed=1, limit=20)
+    assert read_caption_bank(tmp_path) == kept  # the seeded draw is reproducible
+    write_caption_bank(tmp_path, texts[:5])
+    assert read_caption_bank(tmp_path) == texts[:5]  # under the cap: every row, in order, repeats kept
+    assert read_caption_bank(tmp_path / "nowhere") is None
+    for bad, says in [("{", "unreadable caption bank"), ('{"captions": []}', "non-empty list"),
+                      ('{"captions": ["ok", ""]}', "non-empty strings"), ('{"texts": ["a"]}', "unreadable")]:
+        (tmp_path / "captions.json").write_text(bad)
+        with pytest.raises(GanError, match=says) as err:
+            read_caption_bank(tmp_path)
+        assert "captions.json" in str(err.value)
