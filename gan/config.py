@@ -96,6 +96,7 @@ class ModelConfig:
     attention_resolutions: list[int] = field(default_factory=lambda: [16])  # where G attends to words
     spectral_norm: bool = False  # spectral normalisation in D
     mbstd_group: int = 0  # D's minibatch-std layer over groups of this many consecutive rows (pair with data.attribute_groups); 0 = off
+    mbstd_spatial: bool = False  # that std as a 4x4 map (where the group's images differ), not one number; needs mbstd_group
     cond_norm: bool = False  # layer-normalise the pooled condition in G and D (unit-norm sentence vectors are ~30x quieter than z)
     upsample: str = "nearest"  # how G's blocks double the resolution: "nearest" | "bilinear" (text-to-image and joint generators)
 
@@ -108,6 +109,7 @@ class LossConfig:
     gp_weight: float = 0.05  # R1's gamma/2, or MA-GP's k
     gp_every: int = 8  # lazy regularisation: apply the penalty every N D steps (scaled by N)
     diffaugment: str = "translation,cutout"  # DiffAugment policy applied to real and fake; "" = off
+    diffaugment_per_group: bool = False  # one transform per model.mbstd_group rows, so D's minibatch std sees the images' differences, not the augmentation's
     mode_seeking_weight: float = 0.0  # MSGAN term on pairs of fakes sharing a caption (against mode collapse); 0 = off
     mode_seeking_fraction: float = 0.25  # share of the batch that gets a second noise draw for that term
 
@@ -306,6 +308,10 @@ def validate(cfg: Config) -> None:
             raise bad(key, f"0 (off) or a group size >= 2 dividing train.batch_size ({cfg.train.batch_size}); got {n}")
         if n and cfg.task not in ("text-to-image", "conditional-image"):
             raise bad(key, f"0 for task '{cfg.task}' (only the image tasks' D has the minibatch-std layer)")
+    for key in ("model.mbstd_spatial", "loss.diffaugment_per_group"):
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) and not cfg.model.mbstd_group:
+            raise bad(key, "false unless model.mbstd_group is set (it acts on the minibatch-std groups)")
     c = cfg.condition
     mods = c.modalities
     if not mods or len(set(mods)) != len(mods) or any(m not in ("text", "audio", "image") for m in mods):

@@ -109,3 +109,15 @@ def test_channels_last_and_bf16_inputs():
 def test_bad_shape_raises():
     with pytest.raises(ValueError, match="B, C, H, W"):
         diff_augment(torch.randn(3, 16, 16))
+
+
+def test_per_group_transforms_are_shared_within_each_group():
+    x = images(B=2).repeat_interleave(3, dim=0)  # rows 0-2 one image, rows 3-5 another
+    out = diff_augment(x, generator=gen(4), group=3)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2]) and torch.equal(out[3], out[5])
+    apart = diff_augment(x, generator=gen(4))  # one transform per row: the copies come out different
+    assert not (torch.equal(apart[0], apart[1]) and torch.equal(apart[1], apart[2]))
+    # group 1 draws exactly what the per-row policy always drew (resumed runs replay the same stream)
+    assert torch.equal(diff_augment(x, generator=gen(4), group=1), apart)
+    with pytest.raises(ValueError, match="group must be >= 1 and divide the batch 6, got 4"):
+        diff_augment(x, generator=gen(0), group=4)

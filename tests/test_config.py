@@ -75,6 +75,9 @@ def test_cross_field_validation():
         with pytest.raises(GanError, match=rf"'{key}': expected 0 for task 'joint'"):
             load_config(None, ["task=joint", f"{key}=4"])
     assert load_config(None, ["data.attribute_groups=4", "model.mbstd_group=4"]).model.mbstd_group == 4
+    for key in ("model.mbstd_spatial", "loss.diffaugment_per_group"):
+        with pytest.raises(GanError, match=rf"'{key}': expected false unless model.mbstd_group is set"):
+            load_config(None, [f"{key}=true"])
     for key in ("pair_weight", "near_miss_weight", "free_pair_weight"):
         with pytest.raises(GanError, match=f"joint.{key}.*a weight >= 0, got -1"):
             load_config(None, ["task=joint", f"joint.{key}=-1"])

@@ -22,18 +22,24 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 from gan.models.blocks import LRELU_SLOPE, DownBlock, check_shape, is_power_of_two, normalize_condition
 
 
-def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
+def minibatch_std(h: torch.Tensor, group: int, spatial: bool = False) -> torch.Tensor:
     """(B, C, H, W) -> (B, 1, H, W): for each group of `group` consecutive rows, the std over the
-    group of every feature, averaged to one number and broadcast to the group's rows. A generator
-    that draws a group's images alike (mode collapse) shows up here, which no per-image score can
-    see when each image alone is plausible. B must be a multiple of the group (or smaller)."""
-    b, _, hh, ww = h.shape
+    group of every feature, averaged to one number (spatial: to one number per location, a map)
+    and broadcast to the group's rows. A generator that draws a group's images alike (mode
+    collapse) shows up here, which no per-image score can see when each image alone is plausible;
+    the map also says WHERE they are alike (the edges of a shape that never moves).
+    B must be a multiple of the group (or smaller)."""
+    b, c, hh, ww = h.shape
     g = min(group, b)
     if b % g:
         raise ValueError(f"minibatch_std: batch {b} is not a multiple of the group size {g}")
-    x = h.float().reshape(b // g, g, -1)  # (B/g, g, C*H*W); channels_last input is not viewable
-    s = (x.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # (B/g,)
-    return s.repeat_interleave(g).view(b, 1, 1, 1).expand(b, 1, hh, ww).to(h.dtype)
+    x = h.float().reshape(b // g, g, c, hh * ww)  # (B/g, g, C, HW); channels_last input is not viewable
+    s = (x.var(dim=1, unbiased=False) + 1e-8).sqrt()  # (B/g, C, HW)
+    if spatial:
+        s = s.mean(dim=1).view(b // g, 1, hh, ww)  # (B/g, 1, H, W)
+    else:
+        s = s.mean(dim=(1, 2)).view(b // g, 1, 1, 1).expand(b // g, 1, hh, ww)
+    return s.repeat_interleave(g, dim=0).to(h.dtype)  # (B, 1, H, W)
 
 
 class ProjectionDiscriminator(ModelMixin, ConfigMixin):
@@ -51,6 +57,7 @@ class ProjectionDiscriminator(ModelMixin, ConfigMixin):
         position_channels: int | None = 32,  # Channels of the flattened 4x4 map in phi; None = sum-pooling only.
         cond_norm: bool = False,  # Layer-normalise the condition before the projection (blocks.normalize_condition); False = raw.
         mbstd_group: int = 0,  # Minibatch-std group: consecutive rows in groups of this size get their features' std as an extra 4x4 channel; 0 = off.
+        mbstd_spatial: bool = False,  # The minibatch std per 4x4 location (a map) instead of one number per group; needs mbstd_group.
     ):
         super().__init__()
         if not is_power_of_two(resolution) or resolution < 16:
@@ -70,6 +77,8 @@ class ProjectionDiscriminator(ModelMixin, ConfigMixin):
             if mbstd_group < 2:
                 raise ValueError(f"ProjectionDiscriminator: mbstd_group must be 0 (off) or >= 2, got {mbstd_group}")
             self.mbstd = nn.Conv2d(channels(4) + 1, channels(4), 3, padding=1)
+        elif mbstd_spatial:
+            raise ValueError("ProjectionDiscriminator: mbstd_spatial needs mbstd_group >= 2")
         self.to_position = None
         self.feature_dim = channels(4)
         if position_channels:
@@ -91,7 +100,7 @@ class ProjectionDiscriminator(ModelMixin, ConfigMixin):
         for block in self.blocks:
             h = block(h)  # halves H and W
         if self.mbstd is not None:
-            h = self.mbstd(torch.cat([h, minibatch_std(h, cfg.mbstd_group)], dim=1))  # (B, C4, 4, 4)
+            h = self.mbstd(torch.cat([h, minibatch_std(h, cfg.mbstd_group, cfg.mbstd_spatial)], dim=1))  # (B, C4, 4, 4)
         h = F.leaky_relu(h, LRELU_SLOPE)  # (B, C4, 4, 4)
         phi = h.sum(dim=(2, 3))  # (B, C4)
         if self.to_position is not None:

@@ -34,12 +34,13 @@ class Condition:
         return self.pooled.roll(shift, dims=0)
 
 
-def _augment(x: torch.Tensor, policy: str) -> torch.Tensor:
-    return diff_augment(x, policy) if policy else x
+def _augment(x: torch.Tensor, policy: str, group: int = 1) -> torch.Tensor:
+    return diff_augment(x, policy, group=group) if policy else x
 
 
 def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_weight: float,
-                       gp: str, gp_weight: float, apply_gp: bool, augment: str, autocast, mismatch_shift: int = 1):
+                       gp: str, gp_weight: float, apply_gp: bool, augment: str, autocast, mismatch_shift: int = 1,
+                       augment_group: int = 1):
     """Loss for D on a batch; returns (loss, stats). `fake` must already be detached.
 
     Real and fake images go through D in ONE forward call, which also scores the real images
@@ -51,7 +52,7 @@ def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_we
     if apply_gp and gp != "none":
         real = real.detach().requires_grad_(True)
         pooled = pooled.detach().requires_grad_(gp == "ma_gp")
-    images = torch.cat([_augment(real, augment), _augment(fake, augment)])  # (2B, 3, R, R)
+    images = torch.cat([_augment(real, augment, augment_group), _augment(fake, augment, augment_group)])  # (2B, 3, R, R)
     conds = torch.cat([pooled, pooled])  # (2B, D)
     use_mismatch = mismatch_weight > 0
     with autocast():
@@ -80,10 +81,10 @@ def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_we
     return total, stats
 
 
-def generator_step(D, fake, cond: Condition, *, kind: str, augment: str, autocast):
+def generator_step(D, fake, cond: Condition, *, kind: str, augment: str, autocast, augment_group: int = 1):
     """Loss for G: D (frozen by the caller, and unwrapped from DDP) scores the fakes."""
     with autocast():
-        logits = D(_augment(fake, augment), cond.pooled).float()
+        logits = D(_augment(fake, augment, augment_group), cond.pooled).float()
     g_loss = losses.G_LOSSES[kind](logits)
     return g_loss, {"loss/g": g_loss.detach()}
 
@@ -119,10 +120,11 @@ def image_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
 
     trainer.D.requires_grad_(True)
     apply_gp = l.gp != "none" and (trainer.step % l.gp_every == 0)
+    aug_group = cfg.model.mbstd_group if l.diffaugment_per_group else 1
     d_loss, stats = discriminator_step(
         trainer.D, real, fake.detach(), cond, kind=l.kind, mismatch_weight=l.mismatch_weight, gp=l.gp,
         gp_weight=l.gp_weight * l.gp_every, apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast,
-        mismatch_shift=max(1, cfg.data.attribute_groups))
+        mismatch_shift=max(1, cfg.data.attribute_groups), augment_group=aug_group)
     acc.backward(d_loss)
     log_now = acc.sync_gradients and (trainer.step + 1) % cfg.train.log_every == 0
     if log_now:
@@ -130,7 +132,8 @@ def image_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     trainer.optimizer_step("d", d_loss)
 
     trainer.D.requires_grad_(False)  # G's loss must not leave gradients in D
-    g_loss, g_stats = generator_step(D_raw, fake, g_cond, kind=l.kind, augment=l.diffaugment, autocast=autocast)
+    g_loss, g_stats = generator_step(D_raw, fake, g_cond, kind=l.kind, augment=l.diffaugment, autocast=autocast,
+                                     augment_group=aug_group)
     if l.mode_seeking_weight > 0:
         ms, ms_stats = mode_seeking_step(trainer.G, fake, z, g_cond, fraction=l.mode_seeking_fraction,
                                          autocast=autocast)

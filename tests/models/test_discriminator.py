@@ -182,6 +182,14 @@ def test_minibatch_std_closed_form_and_groups_of_consecutive_rows():
     with pytest.raises(ValueError, match="batch 6 is not a multiple of the group size 4"):
         minibatch_std(torch.zeros(6, 2, 4, 4), 4)
     assert minibatch_std(torch.zeros(3, 2, 4, 4), 4).shape == (3, 1, 4, 4)  # smaller batch: one group
+    # spatial: one std per location, averaged over channels only: |a - b| / 2 for a group of two
+    h = torch.zeros(2, 3, 2, 2)
+    h[0, :, 0, 1] = torch.tensor([2.0, 4.0, 0.0])  # the rows differ at one location only
+    m = minibatch_std(h, 2, spatial=True)
+    want = torch.zeros(2, 2)
+    want[0, 1] = (1.0 + 2.0 + 0.0) / 3
+    assert m.shape == (2, 1, 2, 2) and torch.allclose(m[0, 0], want, atol=1e-3) and torch.equal(m[0], m[1])
+    assert torch.allclose(minibatch_std(h, 2), m.mean(dim=(2, 3), keepdim=True).expand_as(m), atol=1e-3)
 
 
 def test_mbstd_discriminator_scores_depend_on_the_group_only(tmp_path):
@@ -197,3 +205,11 @@ def test_mbstd_discriminator_scores_depend_on_the_group_only(tmp_path):
     assert loaded.config.mbstd_group == 2 and torch.equal(loaded(x, c), a)
     with pytest.raises(ValueError, match="mbstd_group must be 0 \\(off\\) or >= 2, got 1"):
         ProjectionDiscriminator(resolution=16, cond_dim=6, base_channels=4, max_channels=16, mbstd_group=1)
+    spatial = ProjectionDiscriminator(resolution=16, cond_dim=6, base_channels=4, max_channels=16, mbstd_group=2,
+                                      mbstd_spatial=True).eval()
+    a = spatial(x, c)
+    assert torch.equal(a[2:], spatial(y, c)[2:])  # still group-local
+    spatial.save_pretrained(tmp_path / "s")
+    assert torch.equal(ProjectionDiscriminator.from_pretrained(tmp_path / "s").eval()(x, c), a)
+    with pytest.raises(ValueError, match="mbstd_spatial needs mbstd_group >= 2"):
+        ProjectionDiscriminator(resolution=16, cond_dim=6, base_channels=4, max_channels=16, mbstd_spatial=True)

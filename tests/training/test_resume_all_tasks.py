@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # minibatch-std layer, and the joint head's near-miss pairs and blended captions (both drawn from the
 # global RNG; the blend with G reading the captions' words).
 TASKS = {**TASK_OVERRIDES,
-         "text-to-image grouped": ["data.attribute_groups=2", "model.mbstd_group=2"],
+         "text-to-image grouped": ["data.attribute_groups=2", "model.mbstd_group=2", "model.mbstd_spatial=true",
+                                   "loss.diffaugment_per_group=true", "loss.diffaugment=translation,cutout"],
          "joint near-miss blend": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1", "joint.blend_share=0.5",
                                    "joint.free_pair_weight=1", "text.use_tokens=true"]}
 
