@@ -97,6 +97,7 @@ class ModelConfig:
     spectral_norm: bool = False  # spectral normalisation in D
     mbstd_group: int = 0  # D's minibatch-std layer over groups of this many consecutive rows (pair with data.attribute_groups); 0 = off
     mbstd_spatial: bool = False  # that std as a 4x4 map (where the group's images differ), not one number; needs mbstd_group
+    pack: int = 1  # PacGAN: D judges runs of this many rows of one attribute set stacked on channels (needs data.attribute_groups a multiple of it); 1 = one image at a time
     cond_norm: bool = False  # layer-normalise the pooled condition in G and D (unit-norm sentence vectors are ~30x quieter than z)
     upsample: str = "nearest"  # how G's blocks double the resolution: "nearest" | "bilinear" (text-to-image and joint generators)
 
@@ -308,6 +309,12 @@ def validate(cfg: Config) -> None:
             raise bad(key, f"0 (off) or a group size >= 2 dividing train.batch_size ({cfg.train.batch_size}); got {n}")
         if n and cfg.task not in ("text-to-image", "conditional-image"):
             raise bad(key, f"0 for task '{cfg.task}' (only the image tasks' D has the minibatch-std layer)")
+    pk = cfg.model.pack
+    if pk != 1 and (pk < 1 or not cfg.data.attribute_groups or cfg.data.attribute_groups % pk):
+        raise bad("model.pack", f"1 (off) or a size >= 2 dividing data.attribute_groups "
+                                f"({cfg.data.attribute_groups}; a pack must share one caption's attributes); got {pk}")
+    if pk != 1 and (cfg.loss.gp == "ma_gp" or cfg.model.mbstd_group):
+        raise bad("model.pack", "1 with loss.gp = 'ma_gp' or model.mbstd_group (each judges single images)")
     for key in ("model.mbstd_spatial", "loss.diffaugment_per_group"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) and not cfg.model.mbstd_group:

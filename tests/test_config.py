@@ -75,6 +75,12 @@ def test_cross_field_validation():
         with pytest.raises(GanError, match=rf"'{key}': expected 0 for task 'joint'"):
             load_config(None, ["task=joint", f"{key}=4"])
     assert load_config(None, ["data.attribute_groups=4", "model.mbstd_group=4"]).model.mbstd_group == 4
+    for sets in (["model.pack=2"], ["data.attribute_groups=4", "model.pack=3"], ["data.attribute_groups=4", "model.pack=0"]):
+        with pytest.raises(GanError, match=r"'model.pack': expected 1 \(off\) or a size >= 2 dividing data.attribute_groups"):
+            load_config(None, sets)
+    with pytest.raises(GanError, match="'model.pack': expected 1 with loss.gp = 'ma_gp' or model.mbstd_group"):
+        load_config(None, ["data.attribute_groups=4", "model.pack=2", "loss.gp=ma_gp"])
+    assert load_config(None, ["data.attribute_groups=4", "model.pack=2"]).model.pack == 2
     for key in ("model.mbstd_spatial", "loss.diffaugment_per_group"):
         with pytest.raises(GanError, match=rf"'{key}': expected false unless model.mbstd_group is set"):
             load_config(None, [f"{key}=true"])

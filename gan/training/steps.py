@@ -38,27 +38,41 @@ def _augment(x: torch.Tensor, policy: str, group: int = 1) -> torch.Tensor:
     return diff_augment(x, policy, group=group) if policy else x
 
 
+def pack_rows(x: torch.Tensor, pack: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B/pack, pack*C, H, W): each run of `pack` consecutive rows stacked on the
+    channels (PacGAN), so D judges them together and can see when they are too alike."""
+    if pack == 1:
+        return x
+    b, c, h, w = x.shape
+    if b % pack:
+        raise ValueError(f"pack_rows: batch {b} is not a multiple of the pack size {pack}")
+    return x.reshape(b // pack, pack * c, h, w)
+
+
 def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_weight: float,
                        gp: str, gp_weight: float, apply_gp: bool, augment: str, autocast, mismatch_shift: int = 1,
-                       augment_group: int = 1):
+                       augment_group: int = 1, pack: int = 1):
     """Loss for D on a batch; returns (loss, stats). `fake` must already be detached.
 
     Real and fake images go through D in ONE forward call, which also scores the real images
     against mismatched captions from the same features: DistributedDataParallel expects one
-    forward per backward, and the gradient penalty needs that same graph.
+    forward per backward, and the gradient penalty needs that same graph. With pack > 1, D scores
+    runs of `pack` rows (one attribute set, so one caption: the run's first) as one sample.
     """
-    b = real.shape[0]
     pooled = cond.pooled
     if apply_gp and gp != "none":
         real = real.detach().requires_grad_(True)
         pooled = pooled.detach().requires_grad_(gp == "ma_gp")
-    images = torch.cat([_augment(real, augment, augment_group), _augment(fake, augment, augment_group)])  # (2B, 3, R, R)
-    conds = torch.cat([pooled, pooled])  # (2B, D)
+    real_in = pack_rows(_augment(real, augment, augment_group), pack)  # (B/p, 3p, R, R)
+    images = torch.cat([real_in, pack_rows(_augment(fake, augment, augment_group), pack)])  # (2B/p, 3p, R, R)
+    b = real_in.shape[0]
+    pooled_in = pooled[::pack]  # (B/p, D)
+    conds = torch.cat([pooled_in, pooled_in])  # (2B/p, D)
     use_mismatch = mismatch_weight > 0
     with autocast():
         if use_mismatch:
             # The fakes' mismatch scores are a by-product (the head is a dot product) and unused.
-            logits, mismatch = D(images, conds, torch.cat([cond.mismatched(mismatch_shift), pooled]))
+            logits, mismatch = D(images, conds, torch.cat([cond.mismatched(mismatch_shift)[::pack], pooled_in]))
             mismatch_logits = mismatch[:b].float()
         else:
             logits, mismatch_logits = D(images, conds), None
@@ -71,20 +85,22 @@ def discriminator_step(D, real, fake, cond: Condition, *, kind: str, mismatch_we
         stats["d/mismatch"] = mismatch_logits.detach().mean()
     total = d_loss
     if apply_gp and gp == "ma_gp":
-        penalty = losses.matching_aware_gp(real_logits, real, pooled, k=gp_weight)
+        penalty = losses.matching_aware_gp(real_logits, real, pooled_in, k=gp_weight)  # (config: not with pack)
         stats["loss/gp"] = penalty.detach()
         total = total + penalty
     elif apply_gp and gp == "r1":
-        penalty = gp_weight * losses.r1_penalty(real_logits, real)
+        # r1_penalty averages over image rows; a packed sample's squared norm is its rows' sum
+        penalty = gp_weight * pack * losses.r1_penalty(real_logits, real)
         stats["loss/gp"] = penalty.detach()
         total = total + penalty
     return total, stats
 
 
-def generator_step(D, fake, cond: Condition, *, kind: str, augment: str, autocast, augment_group: int = 1):
-    """Loss for G: D (frozen by the caller, and unwrapped from DDP) scores the fakes."""
+def generator_step(D, fake, cond: Condition, *, kind: str, augment: str, autocast, augment_group: int = 1,
+                   pack: int = 1):
+    """Loss for G: D (frozen by the caller, and unwrapped from DDP) scores the fakes (packed as in D's step)."""
     with autocast():
-        logits = D(_augment(fake, augment, augment_group), cond.pooled).float()
+        logits = D(pack_rows(_augment(fake, augment, augment_group), pack), cond.pooled[::pack]).float()
     g_loss = losses.G_LOSSES[kind](logits)
     return g_loss, {"loss/g": g_loss.detach()}
 
@@ -120,11 +136,13 @@ def image_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
 
     trainer.D.requires_grad_(True)
     apply_gp = l.gp != "none" and (trainer.step % l.gp_every == 0)
-    aug_group = cfg.model.mbstd_group if l.diffaugment_per_group else 1
+    pack = cfg.model.pack
+    # a pack's rows share their augmentation, so D compares the images, not their transforms
+    aug_group = cfg.model.mbstd_group if l.diffaugment_per_group else pack
     d_loss, stats = discriminator_step(
         trainer.D, real, fake.detach(), cond, kind=l.kind, mismatch_weight=l.mismatch_weight, gp=l.gp,
         gp_weight=l.gp_weight * l.gp_every, apply_gp=apply_gp, augment=l.diffaugment, autocast=autocast,
-        mismatch_shift=max(1, cfg.data.attribute_groups), augment_group=aug_group)
+        mismatch_shift=max(1, cfg.data.attribute_groups), augment_group=aug_group, pack=pack)
     acc.backward(d_loss)
     log_now = acc.sync_gradients and (trainer.step + 1) % cfg.train.log_every == 0
     if log_now:
@@ -133,7 +151,7 @@ def image_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
 
     trainer.D.requires_grad_(False)  # G's loss must not leave gradients in D
     g_loss, g_stats = generator_step(D_raw, fake, g_cond, kind=l.kind, augment=l.diffaugment, autocast=autocast,
-                                     augment_group=aug_group)
+                                     augment_group=aug_group, pack=pack)
     if l.mode_seeking_weight > 0:
         ms, ms_stats = mode_seeking_step(trainer.G, fake, z, g_cond, fraction=l.mode_seeking_fraction,
                                          autocast=autocast)

@@ -53,7 +53,8 @@ def build_models(cfg: Config, cond_dim: int, token_dim: int | None):
         attention_resolutions=tuple(m.attention_resolutions) if token_dim else (), cond_norm=m.cond_norm,
         upsample=m.upsample)
     D = ProjectionDiscriminator(
-        resolution=r, cond_dim=cond_dim, base_channels=m.d_channels, max_channels=m.d_max_channels,
+        resolution=r, cond_dim=cond_dim, in_channels=3 * m.pack,  # PacGAN: a pack of images stacked on channels
+        base_channels=m.d_channels, max_channels=m.d_max_channels,
         spectral_norm=m.spectral_norm, cond_norm=m.cond_norm, mbstd_group=m.mbstd_group,
         mbstd_spatial=m.mbstd_spatial)
     return G, D

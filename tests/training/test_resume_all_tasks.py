@@ -19,6 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TASKS = {**TASK_OVERRIDES,
          "text-to-image grouped": ["data.attribute_groups=2", "model.mbstd_group=2", "model.mbstd_spatial=true",
                                    "loss.diffaugment_per_group=true", "loss.diffaugment=translation,cutout"],
+         "text-to-image packed": ["data.attribute_groups=2", "model.pack=2", "loss.diffaugment=translation,cutout"],
          "joint near-miss blend": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1", "joint.blend_share=0.5",
                                    "joint.free_pair_weight=1", "text.use_tokens=true"]}
 
