@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow  # each script starts a python with torch (and a few trainer runs): ~10-30 s
 
@@ -97,3 +98,29 @@ def test_eval_time_reports_wall_and_cpu_ratios(tiny_config, tiny_shapes):
     # the evaluation includes a feature pass over the same 8 images, so it cannot cost less CPU than one
     assert out["ratio_cpu"] == pytest.approx(out["eval_cpu_s"] / out["feature_pass_cpu_s"], rel=0.1)  # rounded to 0.1 s
     assert out["ratio_cpu"] > 0.8
+
+
+def test_d_position_profile_draws_shapes_where_asked_and_prints_a_table(tiny_config, tmp_path):
+    import numpy as np
+
+    from gan.config import load_config
+    from gan.metrics.diversity import shape_measurements
+    from gan.training.trainer import Trainer
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from d_position_profile import PROMPTS, shifted_shapes
+
+    attrs = PROMPTS[0][0]  # anchor (0.3, 0.3)
+    for offset in (-0.08, 0.0, 0.05):
+        x = shifted_shapes(attrs, offset, "x", 6, 32, np.random.default_rng(0))
+        m = shape_measurements(x)
+        assert torch.allclose(m["center_x"], torch.full((6,), 0.3 + offset), atol=0.01), offset
+        assert (m["center_y"] - 0.3).abs().max() <= 0.05 + 0.01  # the other axis jitters as in the data
+    run_dir = Trainer(load_config(tiny_config, ["train.max_steps=2", "train.sample_every=0",
+                                                "train.run_name=profile"])).train()
+    proc = run("bench/d_position_profile.py", "--run", str(run_dir), "--points", "3", "--draws", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (table,) = tables(proc.stdout)
+    assert table["header"] == ["offset", "offset on x", "offset on y"] and len(table["rows"]) == 3
+    assert [r[0] for r in table["rows"]] == ["-0.100", "+0.000", "+0.100"]
+    assert all(NUMBER.match(c) for r in table["rows"] for c in r[1:])
