@@ -22,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from gan.errors import GanError
 from gan.metrics.attributes import NAMES, attribute_indices, load_or_train_classifier, predict_attributes
@@ -49,14 +48,7 @@ def _generate(sampler, prompts: list[str] | None, num: int, seed: int, truncatio
     """num pairs: pair i from noise i and prompt i (or the zero condition when prompts is None)."""
     g = torch.Generator().manual_seed(seed)
     z = sampler.generator.sample_noise(num, sampler.generator.config.z_dim, g, truncation)
-    images, mels = [], []
-    for lo in tqdm(range(0, num, batch_size), desc=desc, disable=not progress):
-        zb = z[lo:lo + batch_size]
-        cond = sampler.condition(prompts[lo:lo + batch_size] if prompts else None, len(zb))
-        im, mel = sampler.run(zb, cond)
-        images.append(im)
-        mels.append(mel)
-    return torch.cat(images), torch.cat(mels)
+    return sampler.run_paired(z, prompts, batch_size, progress, desc)
 
 
 def evaluate_joint(checkpoint: str, data: str | Path, metrics: list[str], *, num: int, seed: int = 0,

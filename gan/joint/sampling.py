@@ -148,12 +148,7 @@ class JointSampler:
         z = JointGenerator.sample_noise(num, self.generator.config.z_dim, g, truncation)  # (num, Z)
         if not prompts and self.conditioned and unprompted == "captions" and self.captions:
             drawn = self.draw_captions(num, seed)
-            images, mels = [], []
-            for lo in range(0, num, batch_size):
-                im, mel = self.run(z[lo:lo + batch_size], self.condition(drawn[lo:lo + batch_size], 0))
-                images.append(im)
-                mels.append(mel)
-            return torch.cat(images), torch.cat(mels), drawn
+            return (*self.run_paired(z, drawn, batch_size), drawn)
         groups = list(prompts) if prompts else [None]
         cond = self.condition(prompts, 1)  # (P, D) or (1, D) zeros or None
         images, mels, labels = [], [], []
@@ -165,6 +160,19 @@ class JointSampler:
                 mels.append(mel)
             labels += [prompt or ""] * num
         return torch.cat(images), torch.cat(mels), labels
+
+    def run_paired(self, z: torch.Tensor, prompts: list[str] | None, batch_size: int = 64, progress: bool = False,
+                   desc: str = "generating") -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair i from noise z[i] (N, Z) and prompts[i] (None: the no-caption condition), in batches."""
+        from tqdm.auto import tqdm
+
+        images, mels = [], []
+        for lo in tqdm(range(0, len(z), batch_size), desc=desc, disable=not progress):
+            zb = z[lo:lo + batch_size]
+            im, mel = self.run(zb, self.condition(prompts[lo:lo + batch_size] if prompts else None, len(zb)))
+            images.append(im)
+            mels.append(mel)
+        return torch.cat(images), torch.cat(mels)
 
     @torch.no_grad()  # without it every batch's outputs kept their autograd graph: ~5 MB per pair
     def run(self, z: torch.Tensor, cond: Caption | None) -> tuple[torch.Tensor, torch.Tensor]:
