@@ -132,8 +132,8 @@ class TrainConfig:
     max_steps: int = 3000  # optimizer steps (after accumulation)
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and exports when it ends
     max_cpu_minutes: float = 0.0  # CPU-time budget of the main process (all its threads, time.process_time); 0 = none. Unlike wall time it does not shrink when other jobs share the machine
-    mixed_precision: str = "auto"  # "auto" (bf16 on CPU, no on GPU) | "no" | "bf16" | "fp16"
-    channels_last: bool = True  # NHWC memory format (faster convolutions on CPU with bf16)
+    mixed_precision: str = "auto"  # "auto" (bf16 where the hardware runs it fast: AVX-512 CPUs, bf16 GPUs; else no) | "no" | "bf16" | "fp16"
+    channels_last: bool = True  # NHWC memory format (faster convolutions on CPU, in bf16 and in fp32)
     ema_decay: float = 0.999  # generator EMA decay; 0 = no EMA (export the live generator)
     log_every: int = 25  # steps between scalar logs
     sample_every: int = 500  # steps between fixed-prompt sample grids; 0 = never

@@ -25,6 +25,7 @@ from diffusers.configuration_utils import register_to_config
 from tqdm.auto import tqdm
 
 from gan.errors import GanError
+from gan.precision import cpu_autocast
 
 NAMES = ("color", "shape", "size", "position")
 
@@ -197,7 +198,7 @@ def fit_attribute_classifier(
             idx = perm[i : i + batch_size]
             x = augment(to_float(x_train[idx]), g)  # (B, C, R, R)
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with cpu_autocast():
                 logits = model(x)
             y = y_train[idx]  # (B, 4)
             loss = sum(F.cross_entropy(logits[n], y[:, j]) for j, n in enumerate(NAMES))

@@ -33,6 +33,7 @@ from diffusers.configuration_utils import register_to_config
 from tqdm.auto import tqdm
 
 from gan.errors import GanError
+from gan.precision import cpu_autocast
 from gan.metrics.attributes import attribute_indices
 from gan.metrics.stats import fid_from_features
 
@@ -176,7 +177,7 @@ def _train(train_dir, test_dir, resolution, frames, epochs, batch_size, seed, pr
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
             x, y = _augment(_to_float(x_train[idx]), y_train[idx].clone(), g)  # (B, T, 3, R, R), (B, 4)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with cpu_autocast():
                 logits = model(x)
             # mean over labelled clips only (still clips have no motion label); 0, not NaN, if none
             loss = sum(F.cross_entropy(logits[n], y[:, j], reduction="sum") / (y[:, j] != IGNORE).sum().clamp(min=1)

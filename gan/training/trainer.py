@@ -29,6 +29,7 @@ from gan.errors import GanError
 from gan.models.discriminator import ProjectionDiscriminator
 from gan.models.ema import EMA
 from gan.models.generator import ConditionalGenerator
+from gan.precision import auto_mixed_precision
 from gan.sampling import CONDITION_FILE, Sampler, labelled_grid
 from gan.training import checkpoint as ckpt
 from gan.training.condition_inputs import ConditionInputs
@@ -40,9 +41,7 @@ from gan.training.steps import Condition, image_micro_step
 def resolve_mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16"  # measured ~1.8x faster for these models on CPU
+    return auto_mixed_precision()  # bf16 only where the hardware runs it fast (gan.precision)
 
 
 def build_models(cfg: Config, cond_dim: int, token_dim: int | None):
