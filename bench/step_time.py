@@ -5,8 +5,10 @@ one D call, hinge loss) and the G step, with Adam; no data loading, no EMA, no l
 
     .venv/bin/python bench/step_time.py                      # defaults of configs/t2i_shapes.toml
     .venv/bin/python bench/step_time.py --g-channels 64 --d-channels 64 --steps 10
+    .venv/bin/python bench/step_time.py --config configs/t2i_shapes_pack.toml --set model.g_channels=16
 
-Prints steps/s for each precision; run on an otherwise idle machine.
+Prints the CPU's vector extension (bf16 is only fast with AVX-512: gan.precision) and steps/s for
+each precision; run on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import torch
 
 from gan.config import load_config
+from gan.precision import cpu_bf16_is_fast
 from gan.training.steps import Condition, discriminator_step, generator_step
 from gan.training.trainer import build_models
 
@@ -37,6 +40,8 @@ def bench(cfg, bf16: bool, channels_last: bool, steps: int, batch: int) -> float
     mask[:, :14] = True  # shapes captions are ~10-14 tokens
     cond = Condition(torch.nn.functional.normalize(torch.randn(batch, 384), dim=1), torch.randn(batch, 32, 384), mask)
 
+    pack = cfg.model.pack
+
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
@@ -46,12 +51,14 @@ def bench(cfg, bf16: bool, channels_last: bool, steps: int, batch: int) -> float
             fake = G(z, cond.pooled, cond.tokens, cond.mask)
         D.requires_grad_(True)
         loss, _ = discriminator_step(D, real, fake.detach(), cond, kind="hinge", mismatch_weight=0.5, gp="none",
-                                     gp_weight=0.0, apply_gp=False, augment=cfg.loss.diffaugment, autocast=autocast)
+                                     gp_weight=0.0, apply_gp=False, augment=cfg.loss.diffaugment, autocast=autocast,
+                                     augment_group=pack, pack=pack)
         loss.backward()
         opt_d.step()
         opt_d.zero_grad(set_to_none=True)
         D.requires_grad_(False)
-        loss, _ = generator_step(D, fake, cond, kind="hinge", augment=cfg.loss.diffaugment, autocast=autocast)
+        loss, _ = generator_step(D, fake, cond, kind="hinge", augment=cfg.loss.diffaugment, autocast=autocast,
+                                 augment_group=pack, pack=pack)
         loss.backward()
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
@@ -71,14 +78,17 @@ def main():
     p.add_argument("--d-channels", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     args = p.parse_args()
     overrides = [f"model.g_channels={args.g_channels}"] if args.g_channels else []
     overrides += [f"model.d_channels={args.d_channels}"] if args.d_channels else []
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides + args.set)
     batch = args.batch or cfg.train.batch_size
-    print(f"threads {torch.get_num_threads()}, batch {batch}, {cfg.data.resolution} px, "
-          f"G base {cfg.model.g_channels}, D base {cfg.model.d_channels}, augment {cfg.loss.diffaugment!r}")
-    for name, bf16, cl in (("fp32", False, False), ("bf16 + channels_last", True, True)):
+    print(f"CPU {torch.backends.cpu.get_cpu_capability()} (oneDNN bf16 kernels: {cpu_bf16_is_fast()}), "
+          f"threads {torch.get_num_threads()}, batch {batch}, {cfg.data.resolution} px, G base {cfg.model.g_channels}, "
+          f"D base {cfg.model.d_channels}, pack {cfg.model.pack}, augment {cfg.loss.diffaugment!r}")
+    for name, bf16, cl in (("fp32", False, False), ("fp32 + channels_last", False, True),
+                           ("bf16 + channels_last", True, True)):
         print(f"{name:<22} {bench(cfg, bf16, cl, args.steps, batch):6.2f} steps/s")
 
 

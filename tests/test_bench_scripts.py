@@ -124,3 +124,15 @@ def test_d_position_profile_draws_shapes_where_asked_and_prints_a_table(tiny_con
     assert table["header"] == ["offset", "offset on x", "offset on y"] and len(table["rows"]) == 3
     assert [r[0] for r in table["rows"]] == ["-0.100", "+0.000", "+0.100"]
     assert all(NUMBER.match(c) for r in table["rows"] for c in r[1:])
+
+
+def test_step_time_reports_each_precision_with_the_cpu_capability():
+    proc = run("bench/step_time.py", "--config", "configs/t2i_shapes_pack.toml", "--steps", "1",
+               "--set", "model.g_channels=8", "--set", "model.d_channels=8", "--set", "model.g_max_channels=16",
+               "--set", "model.d_max_channels=16")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert f"CPU {torch.backends.cpu.get_cpu_capability()} (oneDNN bf16 kernels:" in lines[0] and "pack 2" in lines[0]
+    rates = dict(re.fullmatch(r"(.+?)\s+(\d+\.\d+) steps/s", line).groups() for line in lines[1:])
+    assert set(rates) == {"fp32", "fp32 + channels_last", "bf16 + channels_last"}
+    assert all(float(v) > 0 for v in rates.values())
