@@ -32,7 +32,7 @@ so start-up, the caption cache and the final checkpoint are excluded; runs alter
     .venv/bin/python bench/dcgan_compare.py --quick                             # smoke test, ~10 s
 
 Full size: 64 px, nz 100, ngf = ndf = 64, batch 128, Adam(2e-4, betas (0.5, 0.999)), 6 rounds of
-3 steps each after 1 warm-up step (2-4 min on the 2-core CPU); (c) configs/t2i_shapes.toml, 3 runs
+3 steps each after 1 warm-up step (2-4 min on the 2-core CPU); (c) configs/t2i_shapes_wide.toml, 3 runs
 each of 250 steps, steps 26..250 timed (about 8 min with start-ups, plus ~30 s for the caption
 cache the first time). Run it on an otherwise idle machine.
 """
@@ -332,7 +332,7 @@ def main():
     p.add_argument("--steps", type=int, default=3, help="steps per timed round")
     p.add_argument("--separate-bn", action="store_true", help="D's BatchNorm sees real and fake as separate batches")
     p.add_argument("--data", default="datasets/shapes", help="built-in shapes data for (c)")
-    p.add_argument("--config", default="configs/t2i_shapes.toml")
+    p.add_argument("--config", default="configs/t2i_shapes_wide.toml")
     p.add_argument("--set", action="append", default=[], help="config override for (c), repeatable")
     p.add_argument("--trainer-steps", type=int, default=250)
     p.add_argument("--log-every", type=int, default=25)

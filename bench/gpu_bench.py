@@ -1,6 +1,6 @@
 """One prepared GPU benchmark: bf16 training step time, sampling images/s and peak GPU memory.
 
-Cases: the default text-to-image models (configs/t2i_shapes.toml) at 64 and 128 px, and the
+Cases: the default text-to-image models (configs/t2i_shapes_wide.toml) at 64 and 128 px, and the
 joint image + sound models (configs/joint_shapes.toml) at their default size (32 px + 64x64 mel),
 each at its config's batch and a 4x larger one. Synthetic data (random images, spectrograms and
 caption features: no MiniLM, no data loading), so the figures are the models' own cost.
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))  # the gan package, uninstalled on the GPU machine
 
 import torch  # noqa: E402
 
-T2I, JOINT = ROOT / "configs/t2i_shapes.toml", ROOT / "configs/joint_shapes.toml"
+T2I, JOINT = ROOT / "configs/t2i_shapes_wide.toml", ROOT / "configs/joint_shapes.toml"
 SMOKE = {  # --cpu-smoke: tiny models, a couple of steps
     "t2i": ["model.z_dim=16", "model.g_channels=8", "model.g_max_channels=16", "model.d_channels=8",
             "model.d_max_channels=16"],

@@ -3,7 +3,7 @@
 One step = G forward, the D step of gan.training.steps (real + fake + mismatched captions in
 one D call, hinge loss) and the G step, with Adam; no data loading, no EMA, no logging.
 
-    .venv/bin/python bench/step_time.py                      # defaults of configs/t2i_shapes.toml
+    .venv/bin/python bench/step_time.py                      # defaults of configs/t2i_shapes_wide.toml
     .venv/bin/python bench/step_time.py --g-channels 64 --d-channels 64 --steps 10
     .venv/bin/python bench/step_time.py --config configs/t2i_shapes_pack.toml --set model.g_channels=16
 
@@ -73,7 +73,7 @@ def bench(cfg, bf16: bool, channels_last: bool, steps: int, batch: int) -> float
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/t2i_shapes.toml")
+    p.add_argument("--config", default="configs/t2i_shapes_wide.toml")
     p.add_argument("--g-channels", type=int, default=None)
     p.add_argument("--d-channels", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)

@@ -1,6 +1,6 @@
 """Sampling throughput, peak memory of each task's training, and step time vs image size and batch.
 
-(i)   images/s of the default text-to-image generator (configs/t2i_shapes.toml, random weights:
+(i)   images/s of the default text-to-image generator (configs/t2i_shapes_wide.toml, random weights:
       the same work as trained ones) at 32 and 64 px, fp32 and bf16 autocast, batches of 64,
       through `gan.sampling.Sampler.generate_from` (what `gan sample` runs after encoding its
       prompt; the one MiniLM call per prompt is left out), one random caption condition.
@@ -42,7 +42,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the gan package, and step_time.p
 import torch  # noqa: E402
 
 TASKS = {  # task -> default config
-    "text-to-image": "configs/t2i_shapes.toml",
+    "text-to-image": "configs/t2i_shapes_wide.toml",
     "video-repair": "configs/repair_moving_shapes.toml",
     "joint": "configs/joint_shapes.toml",
 }
