@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gan.atomic import atomic_path
 from gan.errors import GanError
 
 
@@ -48,10 +49,8 @@ def audio_bank(split_dir: str | Path, rows: list[dict], sample_rate: int = 16000
         wave, _ = load_audio(split_dir / row["audio_file"], sample_rate)  # (T,) float32 mono
         n = min(length, wave.shape[0])
         bank[i, :n] = (wave[:n].clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, bank)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".tmp.npy") as tmp:
+        np.save(tmp, bank)
     return torch.from_numpy(bank)
 
 

@@ -10,9 +10,7 @@ callers still get the encoder's full max_length.
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from gan.atomic import atomic_path
 from gan.encoders.base import TextEmbeddings, TextEncoder, check_prompts, pad_to_length
 from gan.errors import GanError
 
@@ -83,15 +82,8 @@ def _write(path: Path, c: CachedText, encoder_name: str) -> None:
     tensors = {"index": c.index, "pooled": c.pooled.contiguous(), "tokens": c.tokens.contiguous(), "mask": c.mask.contiguous()}
     meta = {"format": FORMAT, "encoder": encoder_name, "max_length": str(c.max_length),
             "texts": json.dumps(c.texts, ensure_ascii=False)}
-    # write to a temp file in the same folder and rename: readers never see half a file
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:  # readers never see half a file
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gan.atomic import atomic_path
 from gan.errors import GanError
 from gan.metrics.features import FeatureMetrics, world
 from gan.metrics.images import ImageFolder, list_images
@@ -60,13 +61,11 @@ def _load(path: Path) -> tuple[torch.Tensor, dict] | None:
 def _save(path: Path, features: torch.Tensor, provenance: dict) -> None:
     from gan.metrics.stats import gaussian_stats
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
     f64 = features.double()
     mu, sigma = gaussian_stats(f64) if f64.shape[0] >= 2 else (f64.mean(0), torch.zeros(f64.shape[1], f64.shape[1]))
-    np.savez(tmp, features=features.numpy(), mu=mu.numpy(), sigma=sigma.numpy(),
-             count=np.int64(features.shape[0]), provenance=np.array(json.dumps(provenance)))
-    tmp.replace(path)
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
+        np.savez(tmp, features=features.numpy(), mu=mu.numpy(), sigma=sigma.numpy(),
+                 count=np.int64(features.shape[0]), provenance=np.array(json.dumps(provenance)))
 
 
 def reference_features(source: str | Path, metric: FeatureMetrics, *, num_real: int = 0,
