@@ -3,7 +3,8 @@
 bf16 autocast is only a speed-up where the CPU has bf16 kernels: oneDNN runs bf16 convolutions on
 AVX-512 (natively with AVX512-BF16/AMX, emulated on AVX-512 core). On an AVX2-only CPU PyTorch
 falls back to its reference loops: on a 2-core AVX2 AMD EPYC a 3x3 convolution ran 4-8x and a
-training step 12x SLOWER than in float32 (BENCHMARKS.md "Precision"). `auto` settings ask here instead of assuming.
+training step 12x SLOWER than in float32 (BENCHMARKS.md "Precision"). `auto` settings ask here
+instead of assuming.
 """
 
 from __future__ import annotations

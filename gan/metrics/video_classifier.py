@@ -33,9 +33,9 @@ from diffusers.configuration_utils import register_to_config
 from tqdm.auto import tqdm
 
 from gan.errors import GanError
-from gan.precision import cpu_autocast
 from gan.metrics.attributes import attribute_indices
 from gan.metrics.stats import fid_from_features
+from gan.precision import cpu_autocast
 
 MOTIONS = ("right", "down", "left", "up")  # clockwise from +x in image coordinates (y down)
 NAMES = ("color", "shape", "size", "motion")
