@@ -187,3 +187,49 @@ def write_run_info(run_dir: Path, fresh: bool = False, **fields) -> None:
     part = path.with_name(path.name + ".part")
     part.write_text(json.dumps({**info, **fields}, indent=2))
     os.replace(part, path)
+
+
+# What decides the weights' shapes and meaning: a resumed run must keep these (training schedule,
+# losses, optimiser and data paths may change between a run's legs).
+ARCHITECTURE = {
+    "": ("task",),
+    "data": ("resolution",),
+    "text": None,  # None = the whole section
+    "condition": ("modalities", "fusion", "fusion_dim", "fusion_token_dim", "weights", "audio_encoder",
+                  "image_encoder", "encoder_width", "encoder_dim"),
+    "model": None,
+    "joint": ("conditioned", "audio_channels", "trunk_resolution", "head_style", "attention_resolutions",
+              "sample_rate", "seconds", "n_fft", "hop_length", "n_mels", "f_max"),
+    "repair": ("frames", "conditioned", "propagate"),
+}
+
+
+def architecture_changes(saved: dict, current: dict) -> list[str]:
+    """'key: saved -> current' for every ARCHITECTURE field that differs (to_dict views of two configs)."""
+    changes = []
+    for section, keys in ARCHITECTURE.items():
+        old, new = (saved, current) if section == "" else (saved.get(section, {}), current.get(section, {}))
+        for key in keys if keys is not None else sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                changes.append(f"{section + '.' if section else ''}{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return changes
+
+
+def check_resume_config(run_dir: Path, current: dict) -> None:
+    """Refuse to resume `run_dir` with a config that builds other models: loading its checkpoint would
+    fail with a shape mismatch deep in accelerate, or, worse, succeed and quietly change the model."""
+    from gan.config import load_config, to_dict
+
+    saved_file = run_dir / "config.toml"
+    if not saved_file.is_file():
+        return  # (a run folder from before config.toml was written: nothing to compare with)
+    try:
+        saved = to_dict(load_config(saved_file))
+    except GanError:
+        return  # written by another version of the schema; the checkpoint load itself still checks shapes
+    changes = architecture_changes(saved, current)
+    if changes:
+        raise GanError(
+            f"{run_dir} was trained with other models than this config builds ({'; '.join(changes)}). "
+            f"Resume it with its own config ({saved_file}), or train a new run with --set train.run_name=NAME "
+            f"(nothing was changed)")

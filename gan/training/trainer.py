@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from gan.config import Config, to_toml
+from gan.config import Config, to_dict, to_toml
 from gan.data.bad_samples import BadSamplePolicy
 from gan.data.dataset import ImageTextDataset
 from gan.conditioning import build_conditioner
@@ -76,6 +76,8 @@ class Trainer:
                 broadcast_buffers=False, find_unused_parameters=len(cfg.condition.modalities) > 1)],
         )
         self.resume_from = ckpt.resolve_resume(self.run_dir, resume)
+        if self.resume_from is not None:
+            ckpt.check_resume_config(self.resume_from.parent, to_dict(cfg))
         if self.resume_from is None and ckpt.list_checkpoints(self.run_dir):
             raise GanError(
                 f"{self.run_dir} already holds checkpoints; continue it with --resume latest, or choose "
@@ -406,7 +408,6 @@ class Trainer:
 
 def _flat(cfg: Config) -> dict:
     """Flat scalar view of the config for the tracker's hyper-parameter table."""
-    from gan.config import to_dict
     out = {}
     for section, values in to_dict(cfg).items():
         if isinstance(values, dict):
