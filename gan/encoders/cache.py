@@ -78,7 +78,6 @@ def _read(path: Path, unique: list[str], index: torch.Tensor) -> CachedText:
 
 
 def _write(path: Path, c: CachedText, encoder_name: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"index": c.index, "pooled": c.pooled.contiguous(), "tokens": c.tokens.contiguous(), "mask": c.mask.contiguous()}
     meta = {"format": FORMAT, "encoder": encoder_name, "max_length": str(c.max_length),
             "texts": json.dumps(c.texts, ensure_ascii=False)}
