@@ -76,6 +76,7 @@ class JointConfig:
     audio_channels: int = 16  # base width of G's audio head and D's audio branch (at the spectrogram's size)
     trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
     head_style: str = "w"  # what modulates G's two heads: "w" (the mapping's style, caption included) | "trunk" (a style read from the trunk's last map alone: the trunk decides for both)
+    audio_source: str = "trunk"  # what G's audio head grows from: "trunk" (the shared map) | "image" (the generated picture, read back: the sound is made from what was drawn)
     attention_resolutions: list[int] = field(default_factory=lambda: [4, 8])  # trunk sizes that attend to the caption's word tokens (with text.use_tokens)
     sample_rate: int = 16000  # Hz; the dataset's sounds are resampled to it
     seconds: float = 1.0  # length of each sound
@@ -360,6 +361,8 @@ def validate(cfg: Config) -> None:
             raise bad("joint.caption_dropout", f"a probability in [0, 1), got {j.caption_dropout}")
         if j.head_style not in ("w", "trunk"):
             raise bad("joint.head_style", f"'w' or 'trunk', got {j.head_style!r}")
+        if j.audio_source not in ("trunk", "image"):
+            raise bad("joint.audio_source", f"'trunk' or 'image', got {j.audio_source!r}")
         if not 0.0 <= j.blend_share <= 1.0:
             raise bad("joint.blend_share", f"a share in [0, 1], got {j.blend_share}")
         if j.blend_share > 0 and not j.conditioned:

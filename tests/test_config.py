@@ -94,6 +94,8 @@ def test_cross_field_validation():
         load_config(None, ["task=joint", "joint.conditioned=false", "joint.blend_share=0.5"])
     with pytest.raises(GanError, match="joint.head_style.*'w' or 'trunk', got 'both'"):
         load_config(None, ["task=joint", "joint.head_style=both"])
+    with pytest.raises(GanError, match="joint.audio_source.*'trunk' or 'image', got 'caption'"):
+        load_config(None, ["task=joint", "joint.audio_source=caption"])
     with pytest.raises(GanError, match="joint.free_pair_weight.*unconditional"):
         load_config(None, ["task=joint", "joint.conditioned=false", "joint.free_pair_weight=1"])
 

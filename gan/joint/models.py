@@ -10,9 +10,12 @@ Generator (one noise draw, optional caption condition):
 Both heads grow out of one trunk, so whatever the trunk decides (which shape, where, what colour)
 reaches both; that shared decision is what makes the picture and the sound agree. By default the
 heads' FiLM layers also read w (the caption included); with head_style = "trunk" they read a style
-taken from the trunk's last map instead, so a head cannot settle an ambiguous caption its own way. The word
-tokens matter for position: MiniLM's sentence vectors of "top left" and "top right" captions are
-nearly identical (cosine 0.99), the words themselves are not.
+taken from the trunk's last map instead, so a head cannot settle an ambiguous caption its own way.
+With audio_source = "image" the audio head does not grow from the trunk at all but from the
+finished picture (a small conv encoder reads it back; detached, so the sound follows the picture):
+whatever the picture shows, the sound says. The word tokens matter for position: MiniLM's sentence
+vectors of "top left" and "top right" captions are nearly identical (cosine 0.99), the words
+themselves are not.
 
 Discriminator: an image branch and an audio branch (conv towers down to 4x4, position kept as in
 `ProjectionDiscriminator`), a logit per branch, and a joint head on both branches' features. The
@@ -34,6 +37,7 @@ from gan.models.blocks import (LRELU_SLOPE, CrossAttention, DownBlock, UpBlock, 
 from gan.models.generator import W_DIM, ConditionalGenerator
 
 HEADS = ("image", "audio", "joint")
+AUDIO_SOURCES = ("trunk", "image")
 
 
 def _check_resolution(who: str, name: str, value: int, low: int = 16) -> None:
@@ -61,11 +65,14 @@ class JointGenerator(ModelMixin, ConfigMixin):
         cond_norm: bool = False,  # Layer-normalise the pooled condition first (blocks.normalize_condition); False = use it raw.
         upsample: str = "nearest",  # How each block doubles the resolution: "nearest" or "bilinear" (blocks.UPSAMPLE_MODES).
         head_style: str = "w",  # What modulates the heads' FiLM layers: "w" (the mapping's style, caption included) or "trunk" (a style read from the trunk's last map alone, so the trunk decides for both heads).
+        audio_source: str = "trunk",  # What the audio head grows from: "trunk" (the shared map, as the image head does) or "image" (the generated picture, read back by a small conv encoder; its style from that reading and z): the sound is made from what was drawn.
     ):
         super().__init__()
         who = "JointGenerator"
         if head_style not in ("w", "trunk"):
             raise ValueError(f"{who}: head_style must be 'w' or 'trunk', got {head_style!r}")
+        if audio_source not in AUDIO_SOURCES:
+            raise ValueError(f"{who}: audio_source must be one of {AUDIO_SOURCES}, got {audio_source!r}")
         _check_resolution(who, "image_resolution", image_resolution)
         _check_resolution(who, "audio_resolution", audio_resolution)
         if not is_power_of_two(trunk_resolution) or not 4 <= trunk_resolution <= min(image_resolution, audio_resolution):
@@ -110,6 +117,21 @@ class JointGenerator(ModelMixin, ConfigMixin):
         self.audio_blocks, c = self._head(trunk_ch[trunk_resolution], trunk_resolution, audio_resolution, audio_ch,
                                           upsample)
         self.to_mel = nn.Conv2d(c, 1, 3, padding=1)
+        # "image": the sound is read off the finished picture, so both outputs carry ONE decision about
+        # colour, shape, size and place, even for a caption the text side cannot place (there each
+        # head of a shared trunk commits, confidently, to its own reading).
+        self.image_reader = self.audio_style = None
+        if audio_source == "image":
+            reader, res = [nn.Conv2d(3, image_ch(image_resolution), 3, padding=1)], image_resolution
+            while res > trunk_resolution:
+                reader.append(DownBlock(image_ch(res), image_ch(res // 2)))
+                res //= 2
+            reader += [nn.LeakyReLU(LRELU_SLOPE), nn.Conv2d(image_ch(res), trunk_ch[trunk_resolution], 1)]
+            self.image_reader = nn.Sequential(*reader)
+            self.audio_style = nn.Sequential(nn.Linear(trunk_ch[trunk_resolution] + z_dim, W_DIM),
+                                             nn.LeakyReLU(LRELU_SLOPE))
+            nn.init.kaiming_normal_(self.audio_style[0].weight, a=LRELU_SLOPE)
+            nn.init.zeros_(self.audio_style[0].bias)
 
     @staticmethod
     def _head(c_in: int, res: int, out_res: int, channels, upsample: str) -> tuple[nn.ModuleList, int]:
@@ -129,7 +151,7 @@ class JointGenerator(ModelMixin, ConfigMixin):
         Returns (images (B, 3, R, R), mels (B, 1, M, M)), both in [-1, 1]."""
         cfg = self.config
         check_shape("JointGenerator z", z, (None, cfg.z_dim))
-        B = z.shape[0]
+        B, noise = z.shape[0], z
         if cfg.cond_dim:
             if cond is None:
                 raise ValueError(f"JointGenerator: this model is conditioned (cond_dim={cfg.cond_dim}); cond is required")
@@ -167,9 +189,13 @@ class JointGenerator(ModelMixin, ConfigMixin):
         for block in self.image_blocks:
             x = block(x, w)
         images = torch.tanh(self.to_rgb(F.leaky_relu(x, LRELU_SLOPE)))  # (B, 3, R, R)
-        a = h
+        a, w_audio = h, w
+        if self.image_reader is not None:
+            # Detached: the sound follows the picture and never steers it (no hidden code in the pixels).
+            a = self.image_reader(images.detach())  # (B, C_trunk, T, T)
+            w_audio = self.audio_style(torch.cat([a.float().mean(dim=(2, 3)), noise.float()], dim=1))  # (B, W_DIM)
         for block in self.audio_blocks:
-            a = block(a, w)
+            a = block(a, w_audio)
         mels = torch.tanh(self.to_mel(F.leaky_relu(a, LRELU_SLOPE)))  # (B, 1, M, M)
         return images, mels
 

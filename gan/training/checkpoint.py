@@ -198,7 +198,8 @@ ARCHITECTURE = {
     "condition": ("modalities", "fusion", "fusion_dim", "fusion_token_dim", "weights", "audio_encoder",
                   "image_encoder", "encoder_width", "encoder_dim"),
     "model": None,
-    "joint": ("conditioned", "audio_channels", "trunk_resolution", "head_style", "attention_resolutions",
+    "joint": ("conditioned", "audio_channels", "trunk_resolution", "head_style", "audio_source",
+              "attention_resolutions",
               "sample_rate", "seconds", "n_fft", "hop_length", "n_mels", "f_max"),
     "repair": ("frames", "conditioned", "propagate"),
 }

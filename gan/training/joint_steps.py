@@ -240,7 +240,7 @@ def build_joint_models(cfg, conditioner, settings):
                        base_channels=m.g_channels, audio_channels=j.audio_channels, max_channels=m.g_max_channels,
                        trunk_resolution=j.trunk_resolution, mel=settings.to_dict(), token_dim=token_dim,
                        attention_resolutions=tuple(j.attention_resolutions), cond_norm=m.cond_norm,
-                       upsample=m.upsample, head_style=j.head_style)
+                       upsample=m.upsample, head_style=j.head_style, audio_source=j.audio_source)
     D = JointDiscriminator(image_resolution=r, audio_resolution=j.n_mels, cond_dim=cond_dim,
                            base_channels=m.d_channels, audio_channels=j.audio_channels,
                            max_channels=m.d_max_channels, spectral_norm=m.spectral_norm, cond_norm=m.cond_norm)

@@ -235,3 +235,32 @@ def test_head_style_decides_what_modulates_both_heads(head_style, tmp_path):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(G2(z, c), (images, mels)))
     with pytest.raises(ValueError, match="head_style must be 'w' or 'trunk', got 'x'"):
         tiny(head_style="x")
+
+
+def test_audio_source_image_makes_the_sound_from_the_picture(tmp_path):
+    G, _ = tiny(audio_source="image", token_dim=None)
+    seen = {}
+    G.audio_blocks[0].register_forward_pre_hook(lambda module, args: seen.__setitem__("audio", args))
+    z, c = torch.randn(3, 8), torch.randn(3, COND)
+    images, mels = G(z, c)
+    a, w_audio = seen["audio"]
+    read = G.image_reader(images)
+    assert a.shape == (3, 16, 8, 8)  # the trunk's map shape, so the audio head is the same either way
+    assert torch.allclose(a, read, atol=1e-6)
+    assert torch.allclose(w_audio, G.audio_style(torch.cat([read.mean(dim=(2, 3)), z], 1)), atol=1e-6)
+    # Given the picture and z, the caption changes nothing more about the sound.
+    same_picture = G.image_reader.register_forward_pre_hook(lambda module, args: (images.detach(),))
+    _, mels_other_caption = G(z, torch.randn(3, COND))
+    same_picture.remove()
+    assert torch.allclose(mels_other_caption, mels, atol=1e-6)
+    # The reading is detached: audio losses never reach the image head.
+    G.zero_grad()
+    G(z, c)[1].square().sum().backward()
+    assert G.to_rgb.weight.grad is None or not G.to_rgb.weight.grad.any()
+    assert G.audio_style[0].weight.grad.abs().sum() > 0 and G.image_reader[0].weight.grad.abs().sum() > 0
+    G.save_pretrained(tmp_path)
+    G2 = JointGenerator.from_pretrained(tmp_path).eval()
+    assert G2.config.audio_source == "image"
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(G2(z, c), (images, mels)))
+    with pytest.raises(ValueError, match=r"audio_source must be one of \('trunk', 'image'\), got 'sound'"):
+        tiny(audio_source="sound")
