@@ -136,3 +136,24 @@ def test_step_time_reports_each_precision_with_the_cpu_capability():
     rates = dict(re.fullmatch(r"(.+?)\s+(\d+\.\d+) steps/s", line).groups() for line in lines[1:])
     assert set(rates) == {"fp32", "fp32 + channels_last", "bf16 + channels_last"}
     assert all(float(v) > 0 for v in rates.values())
+
+
+def test_text_ceiling_matches_each_caption_to_its_nearest_training_caption(tiny_shapes, tmp_path):
+    from gan.data.shapes import SYNONYMS
+
+    proc = run("bench/text_ceiling.py", "--data", str(tiny_shapes), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    split, words = tables(proc.stdout)
+    assert [r[0] for r in split["rows"]] == ["heldout", "seen"]
+    assert all(0.0 <= float(v) <= 1.0 for r in split["rows"] for v in r[2:])
+    held = [w for classes in SYNONYMS.values() for _, ws in classes.values() for w in ws]
+    assert [r[0].split(" (")[0] for r in words["rows"]] == held
+    # A split matched against itself finds every caption's own row: all attributes right.
+    (tmp_path / "self").mkdir()
+    for name in ("train", "test"):
+        (tmp_path / "self" / name).symlink_to(tiny_shapes / "train")
+    proc = run("bench/text_ceiling.py", "--data", str(tmp_path / "self"), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert tables(proc.stdout)[0]["rows"] == [["seen", "64", "1.000", "1.000", "1.000", "1.000", "1.000"]]
+    proc = run("bench/text_ceiling.py", "--data", str(tmp_path / "missing"))
+    assert proc.returncode != 0 and "missing" in proc.stderr and "Traceback" not in proc.stderr
