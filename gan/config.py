@@ -77,6 +77,7 @@ class JointConfig:
     trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
     head_style: str = "w"  # what modulates G's two heads: "w" (the mapping's style, caption included) | "trunk" (a style read from the trunk's last map alone: the trunk decides for both)
     audio_source: str = "trunk"  # what G's audio head grows from: "trunk" (the shared map) | "image" (the generated picture, read back: the sound is made from what was drawn)
+    sonify_weight: float = 0.0  # with audio_source = "image": L1 between the sound G's audio head makes of a REAL picture and that picture's real log-mel, so the data's pairs teach the picture-to-sound reading directly; 0 = adversarial signal only
     attention_resolutions: list[int] = field(default_factory=lambda: [4, 8])  # trunk sizes that attend to the caption's word tokens (with text.use_tokens)
     sample_rate: int = 16000  # Hz; the dataset's sounds are resampled to it
     seconds: float = 1.0  # length of each sound
@@ -363,6 +364,9 @@ def validate(cfg: Config) -> None:
             raise bad("joint.head_style", f"'w' or 'trunk', got {j.head_style!r}")
         if j.audio_source not in ("trunk", "image"):
             raise bad("joint.audio_source", f"'trunk' or 'image', got {j.audio_source!r}")
+        if j.sonify_weight < 0 or (j.sonify_weight > 0 and j.audio_source != "image"):
+            raise bad("joint.sonify_weight", f">= 0, and 0 unless joint.audio_source = 'image' (it trains the audio head's "
+                      f"reading of pictures), got {j.sonify_weight} with audio_source {j.audio_source!r}")
         if not 0.0 <= j.blend_share <= 1.0:
             raise bad("joint.blend_share", f"a share in [0, 1], got {j.blend_share}")
         if j.blend_share > 0 and not j.conditioned:

@@ -124,6 +124,15 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07,
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
+def sonify_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error between two batches of (normalised log-mel) spectrograms, in float32:
+    the paired data's direct signal for a picture-to-sound mapping (L1, as pix2pix pairs its GAN
+    term with, since it keeps sharp detail where L2 blurs)."""
+    if predicted.shape != target.shape:
+        raise ValueError(f"sonify_loss: predicted {tuple(predicted.shape)} and target {tuple(target.shape)} differ")
+    return (predicted.float() - target.float()).abs().mean()
+
+
 def fake_hinge(logits) -> torch.Tensor:
     """The fake half of the hinge D loss alone: mean(relu(1 + x)), for extra kinds of negatives."""
     return F.relu(1.0 + logits.float()).mean()

@@ -96,6 +96,8 @@ def test_cross_field_validation():
         load_config(None, ["task=joint", "joint.head_style=both"])
     with pytest.raises(GanError, match="joint.audio_source.*'trunk' or 'image', got 'caption'"):
         load_config(None, ["task=joint", "joint.audio_source=caption"])
+    with pytest.raises(GanError, match="joint.sonify_weight.*0 unless joint.audio_source = 'image'.*got 1.0 with audio_source 'trunk'"):
+        load_config(None, ["task=joint", "joint.sonify_weight=1"])
     with pytest.raises(GanError, match="joint.free_pair_weight.*unconditional"):
         load_config(None, ["task=joint", "joint.conditioned=false", "joint.free_pair_weight=1"])
 

@@ -12,6 +12,7 @@ from gan.losses import (
     g_nonsaturating,
     matching_aware_gp,
     r1_penalty,
+    sonify_loss,
 )
 
 REAL = torch.tensor([2.0, -0.5, 0.3])
@@ -146,3 +147,12 @@ def test_info_nce_closed_form_and_masking():
     assert info_nce(b, b, t, positives=same).item() < info_nce(b, b, t).item()
     with pytest.raises(ValueError, match="one shape"):
         info_nce(a, a[:2])
+
+
+def test_sonify_loss_is_the_mean_absolute_error_in_float32():
+    a = torch.tensor([[[[0.5, -1.0], [0.0, 1.0]]]])  # (1, 1, 2, 2)
+    b = torch.tensor([[[[0.0, -0.5], [1.0, 1.0]]]])
+    out = sonify_loss(a.bfloat16(), b)
+    assert out.dtype == torch.float32 and out.item() == pytest.approx((0.5 + 0.5 + 1.0 + 0.0) / 4)
+    with pytest.raises(ValueError, match=r"sonify_loss: predicted \(1, 1, 2, 2\) and target \(1, 1, 2, 1\) differ"):
+        sonify_loss(a, b[..., :1])

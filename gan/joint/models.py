@@ -144,11 +144,13 @@ class JointGenerator(ModelMixin, ConfigMixin):
     sample_noise = staticmethod(ConditionalGenerator.sample_noise)
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
-                token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                token_mask: torch.Tensor | None = None, sound_of: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """z (B, z_dim), cond (B, cond_dim) or None when cond_dim = 0; tokens (B, L, token_dim) and
         token_mask (B, L) bool (True = real token) for a model built with token_dim: required there,
         a row without any real token (no caption) gets no attention output.
-        Returns (images (B, 3, R, R), mels (B, 1, M, M)), both in [-1, 1]."""
+        Returns (images (B, 3, R, R), mels (B, 1, M, M)), both in [-1, 1]. With audio_source = "image",
+        sound_of (B, 3, R, R): other pictures (real ones, in training) for the audio head to make
+        sounds of too, with noise z, in the same pass; they come back third: (images, mels, their mels)."""
         cfg = self.config
         check_shape("JointGenerator z", z, (None, cfg.z_dim))
         B, noise = z.shape[0], z
@@ -171,6 +173,10 @@ class JointGenerator(ModelMixin, ConfigMixin):
                 raise ValueError(f"JointGenerator token_mask: expected bool (True = real token), got {token_mask.dtype}")
         elif tokens is not None:
             raise ValueError("JointGenerator: this model has no cross-attention (token_dim=None); got tokens")
+        if sound_of is not None:
+            if self.image_reader is None:
+                raise ValueError("JointGenerator: sound_of needs audio_source='image' (the audio head reads pictures)")
+            check_shape("JointGenerator sound_of", sound_of, (B, 3, cfg.image_resolution, cfg.image_resolution))
         w = self.mapping(z)  # (B, W_DIM)
         h = self.fc(w).view(B, -1, 4, 4)  # (B, C4, 4, 4)
         if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):
@@ -192,12 +198,14 @@ class JointGenerator(ModelMixin, ConfigMixin):
         a, w_audio = h, w
         if self.image_reader is not None:
             # Detached: the sound follows the picture and never steers it (no hidden code in the pixels).
-            a = self.image_reader(images.detach())  # (B, C_trunk, T, T)
-            w_audio = self.audio_style(torch.cat([a.float().mean(dim=(2, 3)), noise.float()], dim=1))  # (B, W_DIM)
+            pictures = images.detach() if sound_of is None else torch.cat([images.detach(), sound_of.to(images.dtype)])
+            a = self.image_reader(pictures)  # (B or 2B, C_trunk, T, T)
+            noise = noise if sound_of is None else noise.repeat(2, 1)
+            w_audio = self.audio_style(torch.cat([a.float().mean(dim=(2, 3)), noise.float()], dim=1))  # (B or 2B, W_DIM)
         for block in self.audio_blocks:
             a = block(a, w_audio)
-        mels = torch.tanh(self.to_mel(F.leaky_relu(a, LRELU_SLOPE)))  # (B, 1, M, M)
-        return images, mels
+        mels = torch.tanh(self.to_mel(F.leaky_relu(a, LRELU_SLOPE)))  # (B or 2B, 1, M, M)
+        return (images, mels) if sound_of is None else (images, mels[:B], mels[B:])
 
 
 class _Tower(nn.Module):

@@ -11,6 +11,7 @@ is gan.losses' pure functions:
        + free_pair_weight * the re-paired rows' term once more against no caption
        + lazy R1 on the real image and spectrogram together
     G: sum over the three heads of G_LOSSES(fake_h)
+       + sonify_weight * L1(G's sound of each REAL picture, its real sound)   (audio_source = "image")
 
 The re-paired rows are what pushes G to make the two agree: D's joint head learns that a real
 picture with another sample's real sound is wrong, so only matching pairs score as real. A random
@@ -149,11 +150,16 @@ def joint_discriminator_step(D, real_images, real_mels, fake_images, fake_mels, 
     return total, stats
 
 
-def joint_generator_step(D, fake_images, fake_mels, cond, *, kind: str, augment: str, autocast):
-    """Loss for G: D (frozen by the caller, unwrapped from DDP) scores the fakes on all three heads."""
+def joint_generator_step(D, fake_images, fake_mels, cond, *, kind: str, augment: str, autocast,
+                         sonified=None, sonify_weight: float = 0.0):
+    """Loss for G: D (frozen by the caller, unwrapped from DDP) scores the fakes on all three heads.
+    sonified: (G's sounds of real pictures, those pictures' real sounds), both (B, 1, M, M), for the
+    supervised picture-to-sound term (losses.sonify_loss) with sonify_weight."""
     with autocast():
         out = D(_augment(fake_images, augment), fake_mels, cond)
     per_head = {h: losses.G_LOSSES[kind](out[h].float()) for h in HEADS}
+    if sonified is not None and sonify_weight > 0:
+        per_head["sonify"] = sonify_weight * losses.sonify_loss(*sonified)
     total = sum(per_head.values())
     return total, {"loss/g": total.detach(), **{f"loss/g_{h}": v.detach() for h, v in per_head.items()}}
 
@@ -189,8 +195,9 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     if cfg.joint.blend_share > 0 and cond is not None:
         g_cond, tokens, mask, d_fake_cond = blend_conditions(g_cond, cfg.joint.blend_share, tokens, mask)
     z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
+    sonify = cfg.joint.sonify_weight > 0  # the audio head also sounds out the real pictures, in the same pass
     with autocast():
-        fake, fake_mels = trainer.G(z, g_cond, tokens, mask)
+        fake, fake_mels, *sonified = trainer.G(z, g_cond, tokens, mask, **({"sound_of": real} if sonify else {}))
 
     trainer.D.requires_grad_(True)
     apply_gp = l.gp != "none" and trainer.step % l.gp_every == 0
@@ -206,7 +213,8 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     trainer.D.requires_grad_(False)
     judged = g_cond if d_fake_cond is None else d_fake_cond
     g_loss, g_stats = joint_generator_step(D_raw, fake, fake_mels, judged, kind=l.kind, augment=l.diffaugment,
-                                           autocast=autocast)
+                                           autocast=autocast, sonified=(sonified[0], real_mels) if sonify else None,
+                                           sonify_weight=cfg.joint.sonify_weight)
     acc.backward(g_loss)
     trainer.optimizer_step("g", g_loss)
     return {**stats, **g_stats}

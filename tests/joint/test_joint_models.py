@@ -264,3 +264,23 @@ def test_audio_source_image_makes_the_sound_from_the_picture(tmp_path):
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(G2(z, c), (images, mels)))
     with pytest.raises(ValueError, match=r"audio_source must be one of \('trunk', 'image'\), got 'sound'"):
         tiny(audio_source="sound")
+
+
+def test_sound_of_sounds_out_other_pictures_in_the_same_pass():
+    G, _ = tiny(audio_source="image")
+    z, c, real = torch.randn(3, 8), torch.randn(3, COND), torch.rand(3, 3, 16, 16) * 2 - 1
+    read = []
+    G.image_reader.register_forward_pre_hook(lambda module, args: read.append(args[0]))
+    images, mels = G(z, c)
+    images2, mels2, sounded = G(z, c, sound_of=real)
+    assert torch.equal(read[1][3:], real) and sounded.shape == mels.shape
+    assert torch.allclose(images2, images) and torch.allclose(mels2, mels, atol=1e-6)  # the fakes' own sounds unchanged
+    G.zero_grad()
+    sounded.square().sum().backward()  # a loss on the real pictures' sounds trains only the reading and the audio head
+    assert G.image_reader[0].weight.grad.abs().sum() > 0 and G.to_mel.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in [*G.mapping.parameters(), *G.to_rgb.parameters()])
+    with pytest.raises(ValueError, match=r"sound_of: expected shape \(3, 3, 16, 16\)"):
+        G(z, c, sound_of=real[:2])
+    trunk_g, _ = tiny()
+    with pytest.raises(ValueError, match="sound_of needs audio_source='image'"):
+        trunk_g(z, c, sound_of=real)
