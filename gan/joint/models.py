@@ -12,8 +12,8 @@ reaches both; that shared decision is what makes the picture and the sound agree
 heads' FiLM layers also read w (the caption included); with head_style = "trunk" they read a style
 taken from the trunk's last map instead, so a head cannot settle an ambiguous caption its own way.
 With audio_source = "image" the audio head does not grow from the trunk at all but from the
-finished picture (a small conv encoder reads it back; detached, so the sound follows the picture):
-whatever the picture shows, the sound says. The word tokens matter for position: MiniLM's sentence
+finished picture (a conv tower reads it back into a vector that keeps where things are; detached,
+so the sound follows the picture): whatever the picture shows, the sound says. The word tokens matter for position: MiniLM's sentence
 vectors of "top left" and "top right" captions are nearly identical (cosine 0.99), the words
 themselves are not.
 
@@ -65,7 +65,7 @@ class JointGenerator(ModelMixin, ConfigMixin):
         cond_norm: bool = False,  # Layer-normalise the pooled condition first (blocks.normalize_condition); False = use it raw.
         upsample: str = "nearest",  # How each block doubles the resolution: "nearest" or "bilinear" (blocks.UPSAMPLE_MODES).
         head_style: str = "w",  # What modulates the heads' FiLM layers: "w" (the mapping's style, caption included) or "trunk" (a style read from the trunk's last map alone, so the trunk decides for both heads).
-        audio_source: str = "trunk",  # What the audio head grows from: "trunk" (the shared map, as the image head does) or "image" (the generated picture, read back by a small conv encoder; its style from that reading and z): the sound is made from what was drawn.
+        audio_source: str = "trunk",  # What the audio head grows from: "trunk" (the shared map, as the image head does) or "image" (the generated picture, read back by a conv tower into a vector; the audio head's start map and style from that reading and z): the sound is made from what was drawn.
     ):
         super().__init__()
         who = "JointGenerator"
@@ -120,18 +120,20 @@ class JointGenerator(ModelMixin, ConfigMixin):
         # "image": the sound is read off the finished picture, so both outputs carry ONE decision about
         # colour, shape, size and place, even for a caption the text side cannot place (there each
         # head of a shared trunk commits, confidently, to its own reading).
-        self.image_reader = self.audio_style = None
+        self.image_reader = self.audio_style = self.audio_fc = None
         if audio_source == "image":
-            reader, res = [nn.Conv2d(3, image_ch(image_resolution), 3, padding=1)], image_resolution
-            while res > trunk_resolution:
-                reader.append(DownBlock(image_ch(res), image_ch(res // 2)))
-                res //= 2
-            reader += [nn.LeakyReLU(LRELU_SLOPE), nn.Conv2d(image_ch(res), trunk_ch[trunk_resolution], 1)]
-            self.image_reader = nn.Sequential(*reader)
-            self.audio_style = nn.Sequential(nn.Linear(trunk_ch[trunk_resolution] + z_dim, W_DIM),
-                                             nn.LeakyReLU(LRELU_SLOPE))
-            nn.init.kaiming_normal_(self.audio_style[0].weight, a=LRELU_SLOPE)
-            nn.init.zeros_(self.audio_style[0].bias)
+            # A picture's place is a sound's rhythm, its colour a pitch: nothing maps pixel to
+            # spectrogram position, so the reading is a vector that keeps where things are (as D's
+            # towers), and the audio head starts from it as the image head starts from w.
+            t, c_t = trunk_resolution, trunk_ch[trunk_resolution]
+            self.image_reader = _Tower(3, image_resolution, base_channels, max_channels, position_channels=16)
+            self.audio_style = nn.Sequential(nn.Linear(self.image_reader.feature_dim + z_dim, W_DIM), nn.LeakyReLU(LRELU_SLOPE),
+                                             nn.Linear(W_DIM, W_DIM), nn.LeakyReLU(LRELU_SLOPE))
+            for layer in self.audio_style:
+                if isinstance(layer, nn.Linear):
+                    nn.init.kaiming_normal_(layer.weight, a=LRELU_SLOPE)
+                    nn.init.zeros_(layer.bias)
+            self.audio_fc = nn.Linear(W_DIM, c_t * t * t)
 
     @staticmethod
     def _head(c_in: int, res: int, out_res: int, channels, upsample: str) -> tuple[nn.ModuleList, int]:
@@ -199,9 +201,13 @@ class JointGenerator(ModelMixin, ConfigMixin):
         if self.image_reader is not None:
             # Detached: the sound follows the picture and never steers it (no hidden code in the pixels).
             pictures = images.detach() if sound_of is None else torch.cat([images.detach(), sound_of.to(images.dtype)])
-            a = self.image_reader(pictures)  # (B or 2B, C_trunk, T, T)
+            read = self.image_reader(pictures, "pictures")  # (B or 2B, F)
             noise = noise if sound_of is None else noise.repeat(2, 1)
-            w_audio = self.audio_style(torch.cat([a.float().mean(dim=(2, 3)), noise.float()], dim=1))  # (B or 2B, W_DIM)
+            w_audio = self.audio_style(torch.cat([read, noise.float()], dim=1))  # (B or 2B, W_DIM)
+            t = cfg.trunk_resolution
+            a = self.audio_fc(w_audio).view(len(read), -1, t, t)  # (B or 2B, C_trunk, T, T)
+            if self.to_mel.weight.is_contiguous(memory_format=torch.channels_last):
+                a = a.contiguous(memory_format=torch.channels_last)
         for block in self.audio_blocks:
             a = block(a, w_audio)
         mels = torch.tanh(self.to_mel(F.leaky_relu(a, LRELU_SLOPE)))  # (B or 2B, 1, M, M)
