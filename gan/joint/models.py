@@ -13,9 +13,10 @@ heads' FiLM layers also read w (the caption included); with head_style = "trunk"
 taken from the trunk's last map instead, so a head cannot settle an ambiguous caption its own way.
 With audio_source = "image" the audio head does not grow from the trunk at all but from the
 finished picture (a conv tower reads it back into a vector that keeps where things are; detached,
-so the sound follows the picture): whatever the picture shows, the sound says. The word tokens matter for position: MiniLM's sentence
-vectors of "top left" and "top right" captions are nearly identical (cosine 0.99), the words
-themselves are not.
+so the sound follows the picture): whatever the picture shows, the sound says.
+
+The word tokens matter for position: MiniLM's sentence vectors of "top left" and "top right"
+captions are nearly identical (cosine 0.99), the words themselves are not.
 
 Discriminator: an image branch and an audio branch (conv towers down to 4x4, position kept as in
 `ProjectionDiscriminator`), a logit per branch, and a joint head on both branches' features. The

@@ -199,8 +199,7 @@ ARCHITECTURE = {
                   "image_encoder", "encoder_width", "encoder_dim"),
     "model": None,
     "joint": ("conditioned", "audio_channels", "trunk_resolution", "head_style", "audio_source",
-              "attention_resolutions",
-              "sample_rate", "seconds", "n_fft", "hop_length", "n_mels", "f_max"),
+              "attention_resolutions", "sample_rate", "seconds", "n_fft", "hop_length", "n_mels", "f_max"),
     "repair": ("frames", "conditioned", "propagate"),
 }
 
