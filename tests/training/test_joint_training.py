@@ -181,7 +181,7 @@ def test_sound_from_picture_learns_the_real_pairs_reading(tmp_path, make_tiny_co
     stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     sonify = [s["loss/g_sonify"] / 10 for s in stats]  # L1 between G's sound of a real picture and its real sound
     first, last = sum(sonify[:5]) / 5, sum(sonify[-10:]) / 10
-    assert last < 0.9 * first, (first, last)  # measured 0.77 -> 0.62
+    assert last < 0.8 * first, (first, last)  # measured 0.79 -> 0.45
     from gan.joint.models import JointGenerator
 
     G = JointGenerator.from_pretrained(run / "generator")
