@@ -65,7 +65,7 @@ def main():
 
     print("\n| held-out word (class) | nearest seen words (cosine) |")
     print("| --- | --- |")
-    for key in ("color", "shape", "size", "position"):
+    for key in SYNONYMS:
         seen = [(w, c) for c, (ws, _) in SYNONYMS[key].items() for w in ws]
         vectors = pooled(encoder, [w for w, _ in seen])
         for cls, (_, held) in SYNONYMS[key].items():

@@ -202,7 +202,7 @@ class JointGenerator(ModelMixin, ConfigMixin):
         if self.image_reader is not None:
             # Detached: the sound follows the picture and never steers it (no hidden code in the pixels).
             pictures = images.detach() if sound_of is None else torch.cat([images.detach(), sound_of.to(images.dtype)])
-            read = self.image_reader(pictures, "pictures")  # (B or 2B, F)
+            read = self.image_reader(pictures, "JointGenerator pictures")  # (B or 2B, F)
             noise = noise if sound_of is None else noise.repeat(2, 1)
             w_audio = self.audio_style(torch.cat([read, noise.float()], dim=1))  # (B or 2B, W_DIM)
             t = cfg.trunk_resolution
@@ -236,7 +236,7 @@ class _Tower(nn.Module):
         self.feature_dim = channels(4) + 16 * position_channels
 
     def forward(self, x: torch.Tensor, what: str) -> torch.Tensor:
-        check_shape(f"JointDiscriminator {what}", x, (None, self.in_channels, self.resolution, self.resolution))
+        check_shape(what, x, (None, self.in_channels, self.resolution, self.resolution))
         h = self.stem(x)
         for block in self.blocks:
             h = block(h)
@@ -315,8 +315,8 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
             if self.config.cond_norm:  # once here, not in each of the up to seven head scores
                 cond = normalize_condition(cond)
                 mismatch_cond = None if mismatch_cond is None else normalize_condition(mismatch_cond)
-        phi_i = self.image(images, "images")  # (B, Fi)
-        phi_a = self.audio(mels, "mels")  # (B, Fa)
+        phi_i = self.image(images, "JointDiscriminator images")  # (B, Fi)
+        phi_a = self.audio(mels, "JointDiscriminator mels")  # (B, Fa)
         phi_j = self.joint(torch.cat([phi_i, phi_a], dim=1))  # (B, J)
         phis = {"image": phi_i, "audio": phi_a, "joint": phi_j}
         out = {k: self._score(k, phi, cond) for k, phi in phis.items()}
@@ -327,7 +327,7 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
             check_shape("JointDiscriminator pairs", pairs, (None, 2))
             i, a = pairs[:, 0], pairs[:, 1]
             if pair_mels is not None:
-                phi_a = torch.cat([phi_a, self.audio(pair_mels, "pair_mels")])  # (B + Q, Fa)
+                phi_a = torch.cat([phi_a, self.audio(pair_mels, "JointDiscriminator pair_mels")])  # (B + Q, Fa)
             phi_p = self.joint(torch.cat([phi_i[i], phi_a[a]], dim=1))  # (P, J)
             if pair_cond is not None and self.embed is not None:
                 check_shape("JointDiscriminator pair_cond", pair_cond, (pairs.shape[0], self.config.cond_dim))

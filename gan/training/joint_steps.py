@@ -197,7 +197,7 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
     sonify = cfg.joint.sonify_weight > 0  # the audio head also sounds out the real pictures, in the same pass
     with autocast():
-        fake, fake_mels, *sonified = trainer.G(z, g_cond, tokens, mask, **({"sound_of": real} if sonify else {}))
+        fake, fake_mels, *sonified = trainer.G(z, g_cond, tokens, mask, sound_of=real if sonify else None)
 
     trainer.D.requires_grad_(True)
     apply_gp = l.gp != "none" and trainer.step % l.gp_every == 0
