@@ -138,6 +138,18 @@ def test_step_time_reports_each_precision_with_the_cpu_capability():
     assert all(float(v) > 0 for v in rates.values())
 
 
+def test_step_time_runs_the_joint_step_on_a_joint_config():
+    proc = run("bench/step_time.py", "--config", "configs/joint_shapes.toml", "--steps", "1",
+               "--set", "model.g_channels=8", "--set", "model.d_channels=8", "--set", "joint.audio_channels=4",
+               "--set", "model.g_max_channels=16", "--set", "model.d_max_channels=16")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "audio base 4, 64 mel bins" in lines[0]
+    rates = dict(re.fullmatch(r"(.+?)\s+(\d+\.\d+) steps/s", line).groups() for line in lines[1:])
+    assert set(rates) == {"fp32", "fp32 + channels_last", "bf16 + channels_last"}
+    assert all(float(v) > 0 for v in rates.values())
+
+
 def test_text_ceiling_matches_each_caption_to_its_nearest_training_caption(tiny_shapes, tmp_path):
     from gan.data.shapes import SYNONYMS
 
