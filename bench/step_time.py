@@ -78,9 +78,7 @@ def bench(cfg, bf16: bool, channels_last: bool, steps: int, batch: int) -> float
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
 
-    def step():
-        if joint:
-            return joint_step()
+    def t2i_step():
         z = torch.randn(batch, cfg.model.z_dim)
         with autocast():
             fake = G(z, cond.pooled, cond.tokens, cond.mask)
@@ -98,6 +96,7 @@ def bench(cfg, bf16: bool, channels_last: bool, steps: int, batch: int) -> float
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
 
+    step = joint_step if joint else t2i_step
     for _ in range(3):  # warm-up: oneDNN picks kernels on the first calls
         step()
     start = time.perf_counter()
