@@ -169,3 +169,25 @@ def test_text_ceiling_matches_each_caption_to_its_nearest_training_caption(tiny_
     assert tables(proc.stdout)[0]["rows"] == [["seen", "64", "1.000", "1.000", "1.000", "1.000", "1.000"]]
     proc = run("bench/text_ceiling.py", "--data", str(tmp_path / "missing"))
     assert proc.returncode != 0 and "missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mel_inversion_compares_the_solvers_on_real_and_generated_sounds(tiny_config, tiny_shapes):
+    from conftest import TASK_OVERRIDES
+    from gan.config import load_config
+    from gan.training.trainer import Trainer
+
+    run_dir = Trainer(load_config(tiny_config, [*TASK_OVERRIDES["joint"], "train.max_steps=1", "train.sample_every=0",
+                                                "train.run_name=mel_inversion"])).train()
+    proc = run("bench/mel_inversion.py", "--data", str(tiny_shapes), "--checkpoint", str(run_dir), "--num", "8",
+               "--solvers", "kl,lstsq", "--griffin-lim-iters", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (table,) = tables(proc.stdout)
+    assert [r[:2] for r in table["rows"]] == [
+        ["real", "none (the WAV)"], ["real", "kl"], ["real", "lstsq"],
+        ["generated", "none (the spectrogram)"], ["generated", "kl"], ["generated", "lstsq"]]
+    error = {(r[0], r[1]): float(r[2]) for r in table["rows"] if NUMBER.match(r[2])}
+    assert error[("real", "kl")] < error[("real", "lstsq")]  # the KL fit keeps more of a real sound
+    accuracies = [float(c) for r in table["rows"] for c in r[3:8]]
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    proc = run("bench/mel_inversion.py", "--data", str(tiny_shapes), "--solvers", "kl,nmf")
+    assert proc.returncode == 2 and "unknown ['nmf']" in proc.stderr and "Traceback" not in proc.stderr

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from gan.errors import GanError
+from gan.joint.mel import INVERSE, NNLS_ITER
 from gan.metrics.attributes import NAMES, attribute_indices, load_or_train_classifier, predict_attributes
 
 JOINT_METRICS = ("fid", "fad", "consistency", "attr")
@@ -85,6 +86,7 @@ def evaluate_joint(checkpoint: str, data: str | Path, metrics: list[str], *, num
     if sampler.conditioned and sampler.captions and "consistency" in metrics:
         runs["drawn_captions"] = sampler.draw_captions(num, seed)  # what `gan sample` makes without a prompt
     out, details = {}, {"num_generated": num, "griffin_lim_iters": griffin_lim_iters, "seed": seed,
+                        "inverse_mel": {"solver": INVERSE, "iterations": NNLS_ITER},
                         "image_classifier_test_accuracy": image_acc, "audio_classifier_test_accuracy": audio_acc,
                         "mel": sampler.mel.to_dict(), "conditioned": sampler.conditioned}
     generated = {}

@@ -185,7 +185,7 @@ class JointSampler:
         return im.float().cpu(), mel.float().cpu()
 
     def waveforms(self, mels: torch.Tensor, iters: int = 32) -> torch.Tensor:
-        """(N, 1, M, M) -> (N, T) float32 in [-1, 1] by Griffin-Lim (fixed phase seed)."""
+        """(N, 1, M, M) -> (N, T) float32 in [-1, 1]: the KL inverse mel, then Griffin-Lim (fixed phase seed)."""
         return mel_to_waveform(mels, self.mel, n_iter=iters)
 
 

@@ -89,12 +89,21 @@ def test_db_scale_closed_form():
 def test_round_trip_on_real_sounds():
     waves, _ = _shapes_sounds(6)
     mel = waveform_to_mel(waves, S)
-    err = (waveform_to_mel(mel_to_waveform(mel, S), S) - mel).abs().mean().item()
-    # measured 0.048 on these six clips (0.054 over all 240 attribute combinations): ~2.2 dB
-    assert err < 0.065, err
-    # torchaudio's own least-squares inverse (relu of a min-norm solve) is ~4x worse: 0.188 measured
-    plain = (waveform_to_mel(mel_to_waveform(mel, S, nnls_iter=0), S) - mel).abs().mean().item()
-    assert plain > 2 * err, (plain, err)
+    err = {inv: (waveform_to_mel(mel_to_waveform(mel, S, inverse=inv), S) - mel).abs().mean().item()
+           for inv in M.INVERSES}
+    # measured on these six clips: KL fit 0.031 (~1.4 dB), least squares by multiplicative updates
+    # 0.048, torchaudio's relu of a min-norm solve 0.188
+    assert err["kl"] < 0.04, err
+    assert err["euclidean"] > 1.3 * err["kl"], err
+    assert err["lstsq"] > 4 * err["kl"], err
+    # nnls_iter=0 is torchaudio's solve whatever the solver asked for
+    plain = mel_to_waveform(mel[:1], S, n_iter=2, nnls_iter=0)
+    assert torch.equal(plain, mel_to_waveform(mel[:1], S, n_iter=2, inverse="lstsq"))
+
+
+def test_an_unknown_inverse_solver_is_an_error():
+    with pytest.raises(GanError, match="unknown solver 'nmf'.*'kl', 'euclidean', 'lstsq'"):
+        mel_to_waveform(torch.full((1, 1, S.n_mels, S.frames), -1.0), S, inverse="nmf")
 
 
 def test_inversion_is_deterministic_and_leaves_the_rng_alone():

@@ -108,6 +108,7 @@ def test_eval_reports_fid_fad_consistency_and_attr_with_provenance(joint_run, ti
         assert 0 <= v["all"] <= v["mean"] <= 1 and set(v) == {"color", "shape", "size", "position", "mean", "all"}
     prov = result["provenance"]["consistency"]
     assert prov["num_generated"] == 32 and prov["conditioned"] and "audio attribute classifier" in prov["features"]
+    assert prov["inverse_mel"] == {"solver": "kl", "iterations": 100}
     assert "consistency captioned" in capsys.readouterr().out
     assert main(["eval", "--checkpoint", str(run), "--data", str(tiny_shapes / "test"), "--metrics", "psnr"]) == 2
     assert "do not apply to a joint generator" in capsys.readouterr().err
