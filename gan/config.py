@@ -72,6 +72,7 @@ class JointConfig:
     pair_weight: float = 1.0  # joint head: weight of "real image + another row's real sound" scored as fake
     blend_share: float = 0.0  # share of G's captioned rows given a blend of two rows' captions (vectors interpolated, words of both), judged by D for realism and pairing only (as if uncaptioned): picture and sound must agree even on a caption between the training ones, as held-out wordings are; 0 = off
     free_pair_weight: float = 0.0  # joint head: weight of the re-paired real rows scored once more against NO caption, so the head's caption-free part (all that judges uncaptioned and blended fakes) learns which sound belongs to which picture; 0 = off
+    word_dropout: float = 0.0  # share of a captioned row's word tokens hidden from G's attention in training (each token independently), so no single word or template position carries an attribute alone; 0 = off
     near_miss_weight: float = 0.0  # joint head: weight of "real image + the real sound of a row differing in exactly one attribute" scored as fake (needs `attributes` in the metadata); 0 = off
     audio_channels: int = 16  # base width of G's audio head and D's audio branch (at the spectrogram's size)
     trunk_resolution: int = 8  # side of G's last shared feature map, where the image and audio heads branch
@@ -367,6 +368,11 @@ def validate(cfg: Config) -> None:
         if j.sonify_weight < 0 or (j.sonify_weight > 0 and j.audio_source != "image"):
             raise bad("joint.sonify_weight", f">= 0, and 0 unless joint.audio_source = 'image' (it trains the audio head's "
                       f"reading of pictures), got {j.sonify_weight} with audio_source {j.audio_source!r}")
+        if not 0.0 <= j.word_dropout < 1.0:
+            raise bad("joint.word_dropout", f"a probability in [0, 1), got {j.word_dropout}")
+        if j.word_dropout > 0 and not (j.conditioned and cfg.text.use_tokens and "text" in cfg.condition.modalities):
+            raise bad("joint.word_dropout", "0 unless G reads the caption's words (joint.conditioned, text.use_tokens and "
+                      "'text' in condition.modalities): it hides word tokens")
         if not 0.0 <= j.blend_share <= 1.0:
             raise bad("joint.blend_share", f"a share in [0, 1], got {j.blend_share}")
         if j.blend_share > 0 and not j.conditioned:

@@ -90,6 +90,12 @@ def test_cross_field_validation():
     for share in ("-0.1", "1.5"):
         with pytest.raises(GanError, match=r"joint.blend_share.*a share in \[0, 1\]"):
             load_config(None, ["task=joint", f"joint.blend_share={share}"])
+    for p in ("-0.1", "1"):
+        with pytest.raises(GanError, match=r"joint.word_dropout.*a probability in \[0, 1\)"):
+            load_config(None, ["task=joint", "text.use_tokens=true", f"joint.word_dropout={p}"])
+    with pytest.raises(GanError, match="joint.word_dropout.*0 unless G reads the caption's words"):
+        load_config(None, ["task=joint", "text.use_tokens=false", "joint.word_dropout=0.2"])
+    assert load_config(None, ["task=joint", "text.use_tokens=true", "joint.word_dropout=0.2"]).joint.word_dropout == 0.2
     with pytest.raises(GanError, match="joint.blend_share.*unconditional"):
         load_config(None, ["task=joint", "joint.conditioned=false", "joint.blend_share=0.5"])
     with pytest.raises(GanError, match="joint.head_style.*'w' or 'trunk', got 'both'"):

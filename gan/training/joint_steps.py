@@ -47,6 +47,15 @@ def drop_condition(cond: torch.Tensor, p: float, generator: torch.Generator | No
     return cond if token_mask is None else (cond, token_mask & keep)
 
 
+def drop_words(token_mask: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, L) bool token mask with each real token hidden (False) with probability p: G must read a
+    caption from whichever of its words remain, as it must when a held-out template moves the words
+    or a synonym it cannot place stands in for one."""
+    if p <= 0:
+        return token_mask
+    return token_mask & (torch.rand(token_mask.shape, generator=generator, device=token_mask.device) >= p)
+
+
 def blend_conditions(cond: torch.Tensor, share: float, tokens: torch.Tensor | None = None,
                      token_mask: torch.Tensor | None = None, generator: torch.Generator | None = None):
     """G's input for the blend option: each captioned row whose neighbour (row i-1, mod B) is
@@ -194,6 +203,8 @@ def joint_micro_step(trainer, batch, D_raw, autocast, micro: int = 0) -> dict:
     d_fake_cond = None  # the fakes are judged against their own captions, unless blended
     if cfg.joint.blend_share > 0 and cond is not None:
         g_cond, tokens, mask, d_fake_cond = blend_conditions(g_cond, cfg.joint.blend_share, tokens, mask)
+    if mask is not None:
+        mask = drop_words(mask, cfg.joint.word_dropout)
     z = torch.randn(real.shape[0], cfg.model.z_dim, device=acc.device)
     sonify = cfg.joint.sonify_weight > 0  # the audio head also sounds out the real pictures, in the same pass
     with autocast():

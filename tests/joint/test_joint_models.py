@@ -5,8 +5,8 @@ import torch
 
 from gan import losses
 from gan.joint.models import JointDiscriminator, JointGenerator
-from gan.training.joint_steps import (blend_conditions, drop_condition, joint_discriminator_step, joint_generator_step,
-                                     shifted_pairs)
+from gan.training.joint_steps import (blend_conditions, drop_condition, drop_words, joint_discriminator_step,
+                                     joint_generator_step, shifted_pairs)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 COND = 12
@@ -121,6 +121,17 @@ def test_drop_condition_zeroes_whole_rows_at_the_given_rate():
     mask = torch.ones(20000, 4, dtype=torch.bool)
     out, out_mask = drop_condition(c, 0.2, torch.Generator().manual_seed(0), token_mask=mask)
     assert torch.equal((out == 0).all(1), ~out_mask.any(1)) and torch.equal(out_mask.all(1), out_mask.any(1))
+
+
+def test_drop_words_hides_real_tokens_independently_at_the_given_rate():
+    mask = torch.rand(4000, 12, generator=torch.Generator().manual_seed(1)) < 0.75  # padding is False
+    out = drop_words(mask, 0.3, torch.Generator().manual_seed(0))
+    assert not (out & ~mask).any()  # padding stays hidden; nothing is revealed
+    hidden = (mask & ~out).sum().item() / mask.sum().item()
+    assert abs(hidden - 0.3) < 0.01  # 3 sigma of a binomial(~36000, 0.3) is 0.0073
+    per_row = (mask & ~out).sum(1).float() / mask.sum(1).clamp(min=1)
+    assert per_row.std() > 0.05  # each token on its own, not whole rows
+    assert drop_words(mask, 0.0) is mask
 
 
 def test_blend_conditions_interpolates_captioned_neighbours_and_is_judged_uncaptioned():

@@ -21,7 +21,7 @@ TASKS = {**TASK_OVERRIDES,
                                    "loss.diffaugment_per_group=true", "loss.diffaugment=translation,cutout"],
          "text-to-image packed": ["data.attribute_groups=2", "model.pack=2", "loss.diffaugment=translation,cutout"],
          "joint near-miss blend": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1", "joint.blend_share=0.5",
-                                   "joint.free_pair_weight=1", "text.use_tokens=true"],
+                                   "joint.free_pair_weight=1", "joint.word_dropout=0.2", "text.use_tokens=true"],
          "joint sound from picture": [*TASK_OVERRIDES["joint"], "joint.audio_source=image", "joint.sonify_weight=10"]}
 
 
