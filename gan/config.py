@@ -310,6 +310,8 @@ def validate(cfg: Config) -> None:
         n = getattr(getattr(cfg, section), name)
         if n == 1 or n < 0 or (n and cfg.train.batch_size % n):
             raise bad(key, f"0 (off) or a group size >= 2 dividing train.batch_size ({cfg.train.batch_size}); got {n}")
+        if key == "model.mbstd_group" and cfg.task == "joint":
+            continue  # the joint D has the layer too (over random rows: there are no grouped joint batches)
         if n and cfg.task not in ("text-to-image", "conditional-image"):
             raise bad(key, f"0 for task '{cfg.task}' (only the image tasks' D has the minibatch-std layer)")
     pk = cfg.model.pack
@@ -383,6 +385,10 @@ def validate(cfg: Config) -> None:
         for key in ("pair_weight", "near_miss_weight", "free_pair_weight"):
             if getattr(j, key) < 0:
                 raise bad(f"joint.{key}", f"a weight >= 0, got {getattr(j, key)}")
+        for key in ("model.mbstd_spatial", "loss.diffaugment_per_group"):
+            section, name = key.split(".")
+            if getattr(getattr(cfg, section), name):
+                raise bad(key, "false for the joint task (its minibatch std is one number per group, over random rows)")
         if cfg.loss.gp == "ma_gp":
             raise bad("loss.gp", "'r1' or 'none' for the joint task (MA-GP is defined for one image and a caption)")
         if j.conditioned and any(m != "text" for m in cfg.condition.modalities):

@@ -72,8 +72,14 @@ def test_cross_field_validation():
             with pytest.raises(GanError, match=rf"config key '{key}': expected 0 \(off\) or a group size >= 2 dividing "
                                                rf"train.batch_size \(64\); got {n}"):
                 load_config(None, [f"{key}={n}"])
-        with pytest.raises(GanError, match=rf"'{key}': expected 0 for task 'joint'"):
-            load_config(None, ["task=joint", f"{key}=4"])
+    with pytest.raises(GanError, match=r"'data.attribute_groups': expected 0 for task 'joint'"):
+        load_config(None, ["task=joint", "data.attribute_groups=4"])
+    with pytest.raises(GanError, match=r"'model.mbstd_group': expected 0 for task 'video-repair'"):
+        load_config(None, ["task=video-repair", "model.mbstd_group=4"])
+    assert load_config(None, ["task=joint", "model.mbstd_group=4"]).model.mbstd_group == 4  # over random rows
+    for key in ("model.mbstd_spatial", "loss.diffaugment_per_group"):
+        with pytest.raises(GanError, match=rf"'{key}': expected false for the joint task"):
+            load_config(None, ["task=joint", "model.mbstd_group=4", f"{key}=true"])
     assert load_config(None, ["data.attribute_groups=4", "model.mbstd_group=4"]).model.mbstd_group == 4
     for sets in (["model.pack=2"], ["data.attribute_groups=4", "model.pack=3"], ["data.attribute_groups=4", "model.pack=0"]):
         with pytest.raises(GanError, match=r"'model.pack': expected 1 \(off\) or a size >= 2 dividing data.attribute_groups"):

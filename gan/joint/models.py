@@ -35,6 +35,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from gan.models.blocks import (LRELU_SLOPE, CrossAttention, DownBlock, UpBlock, check_shape, is_power_of_two,
                                normalize_condition)
+from gan.models.discriminator import minibatch_std
 from gan.models.generator import W_DIM, ConditionalGenerator
 
 HEADS = ("image", "audio", "joint")
@@ -217,9 +218,12 @@ class JointGenerator(ModelMixin, ConfigMixin):
 
 class _Tower(nn.Module):
     """Conv tower to 4x4, then [sum over pixels, flattened 1x1 conv]: the features keep where
-    things are (image: position; spectrogram: pitch band and when the notes sound)."""
+    things are (image: position; spectrogram: pitch band and when the notes sound). With
+    mbstd_group, the 4x4 map first gets its minibatch std (over groups of consecutive rows) as one
+    more channel, mixed back in by a 3x3 conv: a generator that draws every row alike is seen."""
 
-    def __init__(self, in_channels: int, resolution: int, base: int, max_channels: int, position_channels: int):
+    def __init__(self, in_channels: int, resolution: int, base: int, max_channels: int, position_channels: int,
+                 mbstd_group: int = 0):
         super().__init__()
 
         def channels(res: int) -> int:
@@ -232,6 +236,8 @@ class _Tower(nn.Module):
         while res > 4:
             self.blocks.append(DownBlock(channels(res), channels(res // 2)))
             res //= 2
+        self.mbstd_group = mbstd_group
+        self.mbstd = nn.Conv2d(channels(4) + 1, channels(4), 3, padding=1) if mbstd_group else None
         self.to_position = nn.Conv2d(channels(4), position_channels, 1)
         self.feature_dim = channels(4) + 16 * position_channels
 
@@ -240,6 +246,8 @@ class _Tower(nn.Module):
         h = self.stem(x)
         for block in self.blocks:
             h = block(h)
+        if self.mbstd is not None:
+            h = self.mbstd(torch.cat([h, minibatch_std(h, self.mbstd_group)], dim=1))  # (B, C4, 4, 4)
         h = F.leaky_relu(h, LRELU_SLOPE)  # (B, C4, 4, 4)
         return torch.cat([h.sum(dim=(2, 3)), self.to_position(h).flatten(1)], dim=1).float()  # (B, F)
 
@@ -260,12 +268,15 @@ class JointDiscriminator(ModelMixin, ConfigMixin):
         joint_dim: int = 256,  # Hidden width of the joint head's MLP over both branches' features.
         spectral_norm: bool = False,  # Spectral normalisation on every conv/linear; False = plain layers.
         cond_norm: bool = False,  # Layer-normalise the condition before the projections (blocks.normalize_condition); False = raw.
+        mbstd_group: int = 0,  # Minibatch std over groups of this many consecutive rows, as an extra 4x4 channel of both branches (real and fake rows must not share a group); 0 = off.
     ):
         super().__init__()
         _check_resolution("JointDiscriminator", "image_resolution", image_resolution)
         _check_resolution("JointDiscriminator", "audio_resolution", audio_resolution)
-        self.image = _Tower(3, image_resolution, base_channels, max_channels, position_channels)
-        self.audio = _Tower(1, audio_resolution, audio_channels, max_channels, position_channels)
+        if mbstd_group == 1 or mbstd_group < 0:
+            raise ValueError(f"JointDiscriminator: mbstd_group must be 0 (off) or >= 2, got {mbstd_group}")
+        self.image = _Tower(3, image_resolution, base_channels, max_channels, position_channels, mbstd_group)
+        self.audio = _Tower(1, audio_resolution, audio_channels, max_channels, position_channels, mbstd_group)
         fi, fa = self.image.feature_dim, self.audio.feature_dim
         self.joint = nn.Sequential(nn.Linear(fi + fa, joint_dim), nn.LeakyReLU(LRELU_SLOPE))
         dims = {"image": fi, "audio": fa, "joint": joint_dim}

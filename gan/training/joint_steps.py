@@ -262,7 +262,8 @@ def build_joint_models(cfg, conditioner, settings):
                        upsample=m.upsample, head_style=j.head_style, audio_source=j.audio_source)
     D = JointDiscriminator(image_resolution=r, audio_resolution=j.n_mels, cond_dim=cond_dim,
                            base_channels=m.d_channels, audio_channels=j.audio_channels,
-                           max_channels=m.d_max_channels, spectral_norm=m.spectral_norm, cond_norm=m.cond_norm)
+                           max_channels=m.d_max_channels, spectral_norm=m.spectral_norm, cond_norm=m.cond_norm,
+                           mbstd_group=m.mbstd_group)
     return G, D
 
 

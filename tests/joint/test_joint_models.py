@@ -61,6 +61,33 @@ def test_unconditional_models_refuse_a_condition_and_conditioned_ones_need_it():
         D(torch.zeros(2, 3, 32, 32), mels)
 
 
+def test_minibatch_std_scores_each_group_of_rows_and_survives_save_load(tmp_path):
+    torch.manual_seed(0)
+    D = JointDiscriminator(image_resolution=16, audio_resolution=32, base_channels=4, audio_channels=4,
+                           max_channels=16, position_channels=2, joint_dim=8, mbstd_group=2).eval()
+    images, mels = torch.randn(4, 3, 16, 16), torch.randn(4, 1, 32, 32)
+    out = D(images, mels, pairs=shifted_pairs(4, "cpu"))
+    # a row's score depends on its group's rows only: group 1 made a copy of group 0 scores as group 0
+    copies = D(images[[0, 1, 0, 1]], mels[[0, 1, 0, 1]])
+    # and row 0 beside a copy of itself (no spread) scores differently, group 1 untouched
+    alike = D(images[[0, 0, 2, 3]], mels[[0, 0, 2, 3]])
+    for h in ("image", "audio", "joint"):
+        assert torch.allclose(copies[h][2:], out[h][:2], atol=1e-6)
+        assert torch.allclose(alike[h][2:], out[h][2:], atol=1e-6)
+        assert abs(alike[h][0] - out[h][0]) > 1e-4
+    # a picture copied within its group is seen by the image branch alone; the sound's score stays
+    same_sound = D(images[[0, 0, 2, 3]], mels)
+    assert torch.allclose(same_sound["audio"], out["audio"], atol=1e-6)
+    assert abs(same_sound["image"][0] - out["image"][0]) > 1e-4
+    D.save_pretrained(tmp_path / "d")
+    loaded = JointDiscriminator.from_pretrained(tmp_path / "d").eval()
+    assert loaded.config.mbstd_group == 2 and torch.equal(loaded(images, mels)["joint"], D(images, mels)["joint"])
+    with pytest.raises(ValueError, match="batch 3 is not a multiple of the group size 2"):
+        D(images[:3], mels[:3])
+    with pytest.raises(ValueError, match=r"mbstd_group must be 0 \(off\) or >= 2, got 1"):
+        JointDiscriminator(mbstd_group=1)
+
+
 def test_save_load_round_trip_keeps_outputs_and_mel_settings(tmp_path):
     G, D = tiny(mel={"n_mels": 32})
     G.save_pretrained(tmp_path / "g")

@@ -15,13 +15,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Plus the options that draw from their own orders or RNG: attribute-grouped batches with D's
 # minibatch-std layer, and the joint head's near-miss pairs and blended captions (both drawn from the
-# global RNG; the blend with G reading the captions' words).
+# global RNG; the blend with G reading the captions' words; the joint D's minibatch std on top).
 TASKS = {**TASK_OVERRIDES,
          "text-to-image grouped": ["data.attribute_groups=2", "model.mbstd_group=2", "model.mbstd_spatial=true",
                                    "loss.diffaugment_per_group=true", "loss.diffaugment=translation,cutout"],
          "text-to-image packed": ["data.attribute_groups=2", "model.pack=2", "loss.diffaugment=translation,cutout"],
          "joint near-miss blend": [*TASK_OVERRIDES["joint"], "joint.near_miss_weight=1", "joint.blend_share=0.5",
-                                   "joint.free_pair_weight=1", "joint.word_dropout=0.2", "text.use_tokens=true"],
+                                   "joint.free_pair_weight=1", "joint.word_dropout=0.2", "text.use_tokens=true",
+                                   "model.mbstd_group=2"],
          "joint sound from picture": [*TASK_OVERRIDES["joint"], "joint.audio_source=image", "joint.sonify_weight=10"]}
 
 
