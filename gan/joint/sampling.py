@@ -26,7 +26,7 @@ from PIL import Image
 from gan.errors import GanError
 from gan.joint.mel import MelSettings, mel_to_waveform
 from gan.joint.models import JointGenerator
-from gan.sampling import check_prompts, resolve_export, to_pil, to_uint8
+from gan.sampling import check_prompts, resolve_export, to_pil
 from gan.weights import load_model_folder
 
 CAPTIONS_FILE = "captions.json"
@@ -208,12 +208,11 @@ def write_pairs(images: torch.Tensor, mels: torch.Tensor, waves: torch.Tensor, s
     if not (len(images) == len(mels) == len(waves) == len(labels)):
         raise GanError(f"write_pairs: {len(images)} images, {len(mels)} spectrograms, {len(waves)} sounds and "
                        f"{len(labels)} labels; expected one of each per pair")
-    pixels = to_uint8(images)
     rows, written = [], []
     for i in range(len(images)):
         stem = f"{i:04d}"
         png, wav, mel_png = out / f"{stem}.png", out / f"{stem}.wav", out / f"{stem}.mel.png"
-        im = to_pil(pixels[i])
+        im = to_pil(images[i])  # to_pil takes [-1, 1]: uint8 pixels would all clamp to white
         im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST).save(png)
         write_wav(wav, waves[i].numpy(), sample_rate)
         mel_picture(mels[i]).save(mel_png)

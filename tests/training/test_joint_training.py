@@ -4,12 +4,16 @@ import json
 import shutil
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from PIL import Image
 
 from gan.cli import main
 from gan.config import load_config
+from gan.joint.sampling import JointSampler
+from gan.sampling import to_uint8
 from gan.training.joint_steps import shifted_pairs
 from gan.training.trainer import Trainer
 
@@ -78,6 +82,13 @@ def test_sample_writes_png_wav_pairs_and_an_html_page_linking_them(joint_run, tm
     assert all((out / link).is_file() for link in parser.links)
     wave, rate = sf.read(out / "0000.wav")
     assert rate == 16000 and wave.shape == (16000,) and abs(wave).max() <= 1
+    # each PNG holds its generated picture, pixel for pixel (shown 4x larger, nearest neighbour)
+    images, _, _ = JointSampler.from_pretrained(run).generate(None, 3, seed=0)
+    for i in range(3):
+        png = np.asarray(Image.open(out / f"{i:04d}.png").convert("RGB"))
+        assert png.shape == (4 * 16, 4 * 16, 3)
+        assert np.array_equal(png[::4, ::4], to_uint8(images[i]).permute(1, 2, 0).numpy())
+        assert len(np.unique(png.reshape(-1, 3), axis=0)) > 1  # not one flat colour
     captioned = tmp_path / "captioned"
     assert main(["sample", "--checkpoint", str(run), "--prompt", "a big red circle at the top left", "--prompt",
                  "a small blue square in the center", "--num", "2", "--out", str(captioned)]) == 0
