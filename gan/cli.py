@@ -221,7 +221,7 @@ def _sample_joint(args, prompts: list[str]) -> None:
         print("note: this export has no captions.json (older than the caption bank); sampling its no-caption condition")
     images, mels, labels = sampler.generate(prompts or None, args.num, seed=args.seed, truncation=args.truncation,
                                             batch_size=args.batch_size, unprompted=args.unprompted)
-    waves = sampler.waveforms(mels, args.griffin_lim_iters)
+    waves = sampler.waveforms(mels, args.griffin_lim_iters, progress=True)
     write_pairs(images, mels, waves, sampler.mel.sample_rate, labels, Path(args.out))
     print(f"wrote {len(images)} image + sound pairs and index.html to {args.out}")
 

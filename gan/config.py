@@ -98,7 +98,7 @@ class ModelConfig:
     d_max_channels: int = 256  # discriminator width cap
     attention_resolutions: list[int] = field(default_factory=lambda: [16])  # where G attends to words
     spectral_norm: bool = False  # spectral normalisation in D
-    mbstd_group: int = 0  # D's minibatch-std layer over groups of this many consecutive rows (pair with data.attribute_groups); 0 = off
+    mbstd_group: int = 0  # D's minibatch-std layer over groups of this many consecutive rows (image tasks: pair with data.attribute_groups; joint: random rows); 0 = off
     mbstd_spatial: bool = False  # that std as a 4x4 map (where the group's images differ), not one number; needs mbstd_group
     pack: int = 1  # PacGAN: D judges runs of this many rows of one attribute set stacked on channels (needs data.attribute_groups a multiple of it); 1 = one image at a time
     cond_norm: bool = False  # layer-normalise the pooled condition in G and D (unit-norm sentence vectors are ~30x quieter than z)

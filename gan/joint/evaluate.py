@@ -92,7 +92,7 @@ def evaluate_joint(checkpoint: str, data: str | Path, metrics: list[str], *, num
     generated = {}
     for name, prompts in runs.items():
         images, mels = _generate(sampler, prompts, num, seed, truncation, batch_size, progress, f"generating ({name})")
-        waves = sampler.waveforms(mels, griffin_lim_iters)  # (N, T): what a listener hears
+        waves = sampler.waveforms(mels, griffin_lim_iters, progress, f"sounds ({name})")  # (N, T): what a listener hears
         generated[name] = (images, waves)
     main = "captioned" if sampler.conditioned else "uncaptioned"
     images, waves = generated[main]

@@ -163,3 +163,18 @@ def test_bad_shapes_are_gan_errors():
         waveform_to_mel(torch.zeros(16000), S)
     with pytest.raises(GanError, match=r"\(B, 1, 64, 64\), got \(2, 64, 64\)"):
         mel_to_waveform(torch.zeros(2, 64, 64), S)
+
+
+def test_sampler_waveforms_in_chunks_with_progress_are_the_whole_batch_inverted_at_once():
+    from gan.joint.mel import CHUNK
+    from gan.joint.models import JointGenerator
+    from gan.joint.sampling import JointSampler
+
+    small = MelSettings(n_mels=16, hop_length=1000, frames=16)
+    G = JointGenerator(image_resolution=16, audio_resolution=16, z_dim=4, base_channels=4, audio_channels=4,
+                       max_channels=8, trunk_resolution=8, mel=small.to_dict())
+    sampler = JointSampler(G)
+    mels = torch.rand(CHUNK + 5, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    shown = sampler.waveforms(mels, iters=2, progress=True)  # two chunks, a bar over them
+    assert shown.shape == (CHUNK + 5, 16000)
+    assert torch.equal(shown, mel_to_waveform(mels, small, n_iter=2))
