@@ -185,21 +185,24 @@ CHUNK = 64  # spectrograms inverted at a time, so memory does not grow with how 
 
 
 def mel_to_waveform(mel: torch.Tensor, s: MelSettings, n_iter: int = 32, seed: int = 0,
-                    nnls_iter: int = NNLS_ITER, inverse: str = INVERSE) -> torch.Tensor:
+                    nnls_iter: int = NNLS_ITER, inverse: str = INVERSE, progress: bool = False,
+                    desc: str = "sounds") -> torch.Tensor:
     """(B, 1, n_mels, frames) normalised log-mel -> (B, T) float32 waveforms in [-1, 1].
 
     Deterministic: Griffin-Lim's random initial phase is drawn under `seed` with the caller's
     random stream saved and restored, the same for every chunk of CHUNK spectrograms, so a mel's
     sound depends only on the mel and its position modulo CHUNK, and memory stays bounded.
     n_iter: Griffin-Lim iterations; inverse, nnls_iter: the inverse-mel solver and its iterations
-    (see _inverse_mel).
+    (see _inverse_mel). progress: a bar over the chunks (the sounds are the same without it).
     """
     if mel.ndim != 4 or tuple(mel.shape[1:]) != (1, s.n_mels, s.frames):
         raise GanError(f"mel_to_waveform: expected mels of shape (B, 1, {s.n_mels}, {s.frames}), "
                        f"got {tuple(mel.shape)}")
     if mel.shape[0] > CHUNK:
-        return torch.cat([mel_to_waveform(mel[lo:lo + CHUNK], s, n_iter, seed, nnls_iter, inverse)
-                          for lo in range(0, mel.shape[0], CHUNK)])
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(range(0, mel.shape[0], CHUNK), desc=desc, disable=not progress)
+        return torch.cat([mel_to_waveform(mel[lo:lo + CHUNK], s, n_iter, seed, nnls_iter, inverse) for lo in chunks])
     device = mel.device
     if device.type not in ("cpu", "cuda"):  # only these two generators are seeded in _seeded
         return mel_to_waveform(mel.cpu(), s, n_iter, seed, nnls_iter, inverse).to(device)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from gan.errors import GanError
-from gan.joint.mel import CHUNK, MelSettings, mel_to_waveform
+from gan.joint.mel import MelSettings, mel_to_waveform
 from gan.joint.models import JointGenerator
 from gan.sampling import check_prompts, resolve_export, to_pil
 from gan.weights import load_model_folder
@@ -185,14 +185,8 @@ class JointSampler:
         return im.float().cpu(), mel.float().cpu()
 
     def waveforms(self, mels: torch.Tensor, iters: int = 32, progress: bool = False, desc: str = "sounds") -> torch.Tensor:
-        """(N, 1, M, M) -> (N, T) float32 in [-1, 1]: the KL inverse mel, then Griffin-Lim (fixed phase seed).
-        In mel_to_waveform's own chunks, so the sounds are the same with or without the progress bar."""
-        from tqdm.auto import tqdm
-
-        if len(mels) <= CHUNK:
-            return mel_to_waveform(mels, self.mel, n_iter=iters)
-        return torch.cat([mel_to_waveform(mels[lo:lo + CHUNK], self.mel, n_iter=iters)
-                          for lo in tqdm(range(0, len(mels), CHUNK), desc=desc, disable=not progress)])
+        """(N, 1, M, M) -> (N, T) float32 in [-1, 1]: the KL inverse mel, then Griffin-Lim (fixed phase seed)."""
+        return mel_to_waveform(mels, self.mel, n_iter=iters, progress=progress, desc=desc)
 
 
 def mel_picture(mel: torch.Tensor, scale: int = 2) -> Image.Image:
